@@ -1,0 +1,146 @@
+"""The training configuration: one dataclass, which the CLI, YAML files and Ray share.
+
+Every field carries its help text, so ``hamr train --help`` is generated from here and a YAML
+file uses the same names. Names follow Hugging Face TrainingArguments where they overlap.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+from .methods import METHODS, get_method
+
+
+def opt(default, help: str, choices=None):
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class TrainConfig:
+    # data and model
+    data: str | None = opt(None, "dataset folder (train/dev/test as JSON, JSON lines, parquet or "
+                           "CSV), saved HF dataset dir or HF hub name; default: built-in synthetic corpus")
+    task: str | None = opt(None, "cls or ner; detected from the fields when omitted", ["cls", "ner"])
+    model: str | None = opt(None, "HF encoder path or name; default: bundled all-MiniLM-L6-v2")
+    embedder: str | None = opt(None, "sentence embedder for kNN neighbourhoods; default: bundled all-MiniLM-L6-v2")
+    output_dir: str = opt("outputs/run", "where the model, metrics.json and logs are written")
+    method: str = opt("hamr", "training method", list(METHODS))
+    freeze_encoder: bool = opt(False, "cache encoder features once and train only the head (fast CPU regime)")
+    max_seq_length: int = opt(128, "max sub-tokens per text; longer inputs are truncated (and counted)")
+    pooling: str = opt("mean", "sentence representation for classification", ["mean", "cls"])
+    head_hidden: int = opt(256, "hidden units of the MLP head (0: a linear head)")
+    dropout: float = opt(0.1, "dropout in the head")
+    max_train_samples: int | None = opt(None, "use only the first N training samples (quick runs)")
+    max_eval_samples: int | None = opt(None, "use only the first N dev and test samples (quick runs)")
+    # optimisation
+    learning_rate: float = opt(None, "AdamW learning rate (default 3e-5 fine-tuning, 1e-3 with --freeze-encoder)")
+    weight_decay: float = opt(0.01, "AdamW weight decay")
+    num_train_epochs: int = opt(5, "epochs")
+    per_device_train_batch_size: int = opt(32, "batch size per worker")
+    per_device_eval_batch_size: int = opt(128, "evaluation batch size")
+    warmup_ratio: float = opt(0.1, "share of steps with linear warm-up, then linear decay")
+    max_grad_norm: float = opt(1.0, "gradient clipping norm")
+    max_bad_steps: int = opt(10, "stop after this many consecutive non-finite steps")
+    seed: int = opt(42, "random seed (same seed, same numbers on CPU)")
+    # HAMR (spec sections 1-3)
+    meta_scope: str = opt("all", "parameters of the virtual step: all, head, or topK (top K encoder layers + head)")
+    wnet_lr: float = opt(None, "weight network Adam lr (default 1e-4 CLS, 3e-4 NER)")
+    wnet_hidden: int = opt(100, "weight network hidden units")
+    meta_update_lr: float = opt(None, "alpha of the virtual step (default 2e-4; with --freeze-encoder the head's learning rate)")
+    meta_batch_size: int | None = opt(None, "meta-set batch size (default: the train batch size)")
+    w_min: float = opt(0.1, "lower clip of the normalised weights")
+    w_max: float = opt(8.0, "upper clip of the normalised weights")
+    gamma: float = opt(0.99, "hardness EMA decay")
+    tau: float = opt(0.7, "sampling temperature: p ~ (h + eps)^tau (1 + lambda b)")
+    lam: float = opt(None, "neighbour boost lambda (default 0.7 CLS, 0.1 NER)")
+    k: int = opt(10, "neighbours per hard sample")
+    hard_ratio: float = opt(0.2, "share rho of hardest samples whose neighbours are boosted")
+    knn_build_freq: int = opt(1, "recompute the neighbour boost every F epochs")
+    num_index_shards: int = opt(1, "FAISS index shards (IndexShards)")
+    oversample_ratio: float = opt(1.2, "resampling methods draw ceil(r N) samples per epoch")
+    meta_set: str = opt("copy", "balanced meta set: copy drawn train samples or move them out", ["copy", "move"])
+    ner_sample_loss: str = opt("max", "NER per-sentence training loss weighted by HAMR (hardness always uses max)",
+                               ["max", "mean"])
+    cache_dir: str | None = opt(None, "embedding/feature cache (default $HAMR_CACHE or ~/.cache/hamr_dist)")
+    progress: bool = opt(True, "show a progress bar")
+
+    def resolved(self, task: str) -> "TrainConfig":
+        """Fill task-dependent defaults and validate; returns a new config."""
+        c = dataclasses.replace(self, task=task)
+        if c.learning_rate is None:
+            c.learning_rate = 1e-3 if c.freeze_encoder else 3e-5
+        if c.wnet_lr is None:
+            c.wnet_lr = 3e-4 if task == "ner" else 1e-4
+        if c.lam is None:
+            c.lam = 0.1 if task == "ner" else 0.7
+        if c.meta_update_lr is None:
+            c.meta_update_lr = c.learning_rate if c.freeze_encoder else 2e-4
+        if c.meta_batch_size is None:
+            c.meta_batch_size = c.per_device_train_batch_size
+        c.validate()
+        return c
+
+    def validate(self) -> None:
+        get_method(self.method)
+        parse_scope(self.meta_scope)
+        checks = [
+            ("num_train_epochs", self.num_train_epochs >= 1, "must be >= 1"),
+            ("per_device_train_batch_size", self.per_device_train_batch_size >= 1, "must be >= 1"),
+            ("max_seq_length", self.max_seq_length >= 8, "must be >= 8"),
+            ("tau", self.tau > 0, "must be > 0"),
+            ("gamma", 0 <= self.gamma < 1, "must be in [0, 1)"),
+            ("hard_ratio", 0 < self.hard_ratio <= 1, "must be in (0, 1]"),
+            ("k", self.k >= 1, "must be >= 1"),
+            ("w_min", 0 <= self.w_min < self.w_max, "must satisfy 0 <= w_min < w_max"),
+            ("oversample_ratio", self.oversample_ratio > 0, "must be > 0"),
+            ("knn_build_freq", self.knn_build_freq >= 1, "must be >= 1"),
+        ]
+        if self.lam is not None:
+            checks.append(("lam", self.lam >= 0, "must be >= 0"))
+        if self.learning_rate is not None:
+            checks.append(("learning_rate", self.learning_rate > 0, "must be > 0"))
+        for name, ok, why in checks:
+            if not ok:
+                raise ConfigError(f"option --{name.replace('_', '-')}={getattr(self, name)!r} {why}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def parse_scope(scope: str) -> int | str:
+    """'all' | 'head' | 'topK' -> 'all' | 'head' | K."""
+    if scope in ("all", "head"):
+        return scope
+    m = re.fullmatch(r"top-?(\d+)", scope or "")
+    if m and int(m.group(1)) >= 1:
+        return int(m.group(1))
+    raise ConfigError(f"option --meta-scope={scope!r} is not valid (use all, head, or topK such as top2)")
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML config; keys are TrainConfig field names (dashes or underscores)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} not found (pass an existing YAML file to --config)")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise ConfigError(f"config file {p} is not valid YAML: {first}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of option: value")
+    out = {}
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        if name not in FIELDS:
+            raise ConfigError(f"config file {p}: unknown option {key!r} (see hamr train --help)")
+        out[name] = value
+    return out

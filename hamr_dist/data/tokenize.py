@@ -1,0 +1,78 @@
+"""Tokenization into Arrow (``datasets.Dataset``) and batching by dataset index.
+
+NER labels go on the first sub-token of each word, -100 elsewhere; ``words`` keeps, for each
+labelled position, which word it belongs to, so predictions map back to the original tokens.
+Truncation is counted, not silent.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import datasets
+import torch
+
+IGNORE = -100
+
+
+@dataclass
+class Encoded:
+    ds: datasets.Dataset
+    truncated: int          # texts (cls) or sentences (ner) cut by max_seq_length
+    dropped_words: int      # ner: words that lost their label (truncated or no sub-token)
+
+
+def encode_records(records: list[dict], tokenizer, task: str, max_len: int) -> Encoded:
+    if task == "cls":
+        texts = [r["text"] for r in records]
+        enc = tokenizer(texts, truncation=True, max_length=max_len)
+        full = tokenizer(texts, truncation=False)["input_ids"]
+        truncated = sum(len(x) > max_len for x in full)
+        cols = {"input_ids": enc["input_ids"], "labels": [r["label"] for r in records]}
+        return Encoded(datasets.Dataset.from_dict(cols), truncated, 0)
+
+    enc = tokenizer([r["tokens"] for r in records], is_split_into_words=True,
+                    truncation=True, max_length=max_len)
+    labels, words = [], []
+    truncated = dropped = 0
+    for i, r in enumerate(records):
+        lab, wds, prev = [], [], None
+        for w in enc.word_ids(i):
+            if w is not None and w != prev:
+                lab.append(r["tags"][w]); wds.append(w)
+            else:
+                lab.append(IGNORE)
+            prev = w
+        labels.append(lab)
+        words.append(wds)
+        lost = len(r["tokens"]) - len(wds)
+        dropped += lost
+        truncated += bool(wds) and wds[-1] < len(r["tokens"]) - 1
+    cols = {"input_ids": enc["input_ids"], "labels": labels, "words": words,
+            "n_words": [len(r["tokens"]) for r in records]}
+    return Encoded(datasets.Dataset.from_dict(cols), truncated, dropped)
+
+
+def pad(seqs: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(s) for s in seqs)
+    out = torch.full((len(seqs), width), value, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, :len(s)] = torch.as_tensor(s, dtype=torch.long)
+    return out
+
+
+class TokenBatches:
+    """Gathers any list of dataset indices into a padded batch for the encoder."""
+
+    def __init__(self, ds: datasets.Dataset, pad_id: int, task: str):
+        self.ds, self.pad_id, self.task = ds, pad_id, task
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __call__(self, idx) -> dict:
+        rows = self.ds[[int(i) for i in idx]]
+        ids = pad(rows["input_ids"], self.pad_id)
+        mask = pad([[1] * len(s) for s in rows["input_ids"]], 0)
+        labels = (pad(rows["labels"], IGNORE) if self.task == "ner"
+                  else torch.as_tensor(rows["labels"], dtype=torch.long))
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}

@@ -1,0 +1,70 @@
+"""Per-sample losses for classification and NER, and the baselines' losses.
+
+Every function returns one loss per sample (shape [B]) so that the HAMR weights, the hardness
+signal and the baselines all share one reduction: ``weights @ losses / B``.
+
+NER logits are [B, T, C] with labels -100 on ignored positions (padding, non-first sub-tokens).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100
+
+
+def token_ce(logits: torch.Tensor, labels: torch.Tensor, class_weights=None) -> torch.Tensor:
+    """Cross-entropy per position; 0 where ignored. logits [..., C], labels [...]."""
+    flat = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                           weight=class_weights, ignore_index=IGNORE, reduction="none")
+    return flat.reshape(labels.shape)
+
+
+def _gold_prob(logits, labels):
+    safe = labels.clamp_min(0)
+    return logits.softmax(-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+
+
+def focal(logits, labels, gamma: float = 2.0) -> torch.Tensor:
+    """Focal loss per position: -(1-p)^gamma log p (Lin et al., 2017)."""
+    logp = -token_ce(logits, labels)
+    p = logp.exp()
+    return -((1 - p) ** gamma) * logp * (labels != IGNORE)
+
+
+def dice(logits, labels, alpha: float = 1.0, smooth: float = 1.0) -> torch.Tensor:
+    """Self-adjusting Dice loss per position (Li et al., ACL 2020), with p the gold-class prob:
+    1 - (2 (1-p)^alpha p + smooth) / ((1-p)^alpha p + 1 + smooth)."""
+    p = _gold_prob(logits, labels)
+    q = ((1 - p) ** alpha) * p
+    return (1 - (2 * q + smooth) / (q + 1 + smooth)) * (labels != IGNORE)
+
+
+def position_loss(kind: str, logits, labels, class_weights=None) -> torch.Tensor:
+    if kind == "ce":
+        return token_ce(logits, labels, class_weights)
+    if kind == "focal":
+        return focal(logits, labels)
+    if kind == "dice":
+        return dice(logits, labels)
+    raise ValueError(f"unknown loss {kind!r}")
+
+
+def per_sample(pos_loss: torch.Tensor, labels: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Reduce position losses to one per sample. CLS ([B]) passes through; NER ([B, T]):
+    'max' = the sentence's largest token loss (HAMR's l_i), 'mean' = mean over labelled tokens."""
+    if pos_loss.dim() == 1:
+        return pos_loss
+    mask = labels != IGNORE
+    if reduction == "max":
+        return pos_loss.masked_fill(~mask, float("-inf")).amax(-1).clamp_min(0)
+    return (pos_loss * mask).sum(-1) / mask.sum(-1).clamp_min(1)
+
+
+def icf_weights(counts, n_total: int | None = None) -> torch.Tensor:
+    """Inverse class frequency w_c = N / (C * n_c); classes absent from train get weight 0
+    (they cannot occur as targets)."""
+    counts = torch.as_tensor(counts, dtype=torch.float32)
+    n = counts.sum() if n_total is None else n_total
+    c = (counts > 0).sum()
+    return torch.where(counts > 0, n / (c * counts.clamp_min(1)), torch.zeros_like(counts))

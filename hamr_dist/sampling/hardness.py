@@ -1,0 +1,164 @@
+"""Hardness state (spec 1.8 and 2): EMA of post-meta weights, neighbour boost, epoch draws.
+
+Plain numpy (float32 state) and picklable, so that a Ray actor can hold an
+:class:`InMemoryHardness` and forward the :class:`HardnessStore` calls to it.
+"""
+from __future__ import annotations
+
+import math
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["HardnessStore", "InMemoryHardness", "ema_update", "epoch_size",
+           "shard_for_rank", "sampling_entropy"]
+
+
+@runtime_checkable
+class HardnessStore(Protocol):
+    """What the trainer needs from the hardness state, local or behind an actor."""
+
+    def update(self, indices: np.ndarray, w_post: np.ndarray) -> None: ...
+    def hardness(self) -> np.ndarray: ...
+    def set_boost(self, b: np.ndarray) -> None: ...
+    def boost(self) -> np.ndarray: ...
+    def probabilities(self, tau: float, lam: float, eps: float = 1e-6) -> np.ndarray: ...
+    def draw(self, epoch: int, seed: int, ratio: float, tau: float, lam: float,
+             uniform: bool = False) -> np.ndarray: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, d: dict) -> None: ...
+
+
+def ema_update(h: np.ndarray, indices: np.ndarray, w: np.ndarray, gamma: float) -> np.ndarray:
+    """In place ``h[i] <- gamma*h[i] + (1-gamma)*w`` once per occurrence, in array order.
+
+    Repeated indices are handled in rounds: round r applies every index's r-th occurrence,
+    and within a round all indices are distinct, so a fancy-indexed assignment is exact.
+    The number of rounds is the largest multiplicity, not the array length.
+    """
+    idx = np.asarray(indices, dtype=np.int64).ravel()
+    w = np.asarray(w, dtype=np.float32).ravel()
+    if idx.shape != w.shape:
+        raise ValueError(f"indices ({idx.size}) and weights ({w.size}) differ in length")
+    if idx.size == 0:
+        return h
+    if idx.min() < 0 or idx.max() >= h.shape[0]:
+        raise ValueError(f"index out of range [0, {h.shape[0]})")
+    # rank of each occurrence among the occurrences of the same index (0 = first)
+    order = np.argsort(idx, kind="stable")
+    sorted_idx = idx[order]
+    starts = np.flatnonzero(np.r_[True, sorted_idx[1:] != sorted_idx[:-1]])
+    group_start = np.repeat(starts, np.diff(np.r_[starts, idx.size]))
+    rank = np.empty_like(idx)
+    rank[order] = np.arange(idx.size) - group_start
+    g = np.float32(gamma)
+    one_minus_g = np.float32(1.0) - g
+    by_round = np.argsort(rank, kind="stable")
+    bounds = np.cumsum(np.bincount(rank))
+    for sel in np.split(by_round, bounds[:-1]):
+        i = idx[sel]
+        h[i] = g * h[i] + one_minus_g * w[sel]
+    return h
+
+
+def epoch_size(n: int, ratio: float) -> int:
+    """``ceil(ratio * n)``, tolerant of float noise (1.2 * 10 must give 12, not 13)."""
+    if ratio <= 0:
+        raise ValueError(f"ratio must be > 0, got {ratio}")
+    return max(1, math.ceil(round(ratio * n, 9))) if n > 0 else 0
+
+
+class InMemoryHardness:
+    """Hardness h (init 1), neighbour boost b (init 0), both float32 of length n."""
+
+    def __init__(self, n: int, gamma: float = 0.99, init: float = 1.0):
+        if n <= 0:
+            raise ValueError(f"n must be > 0, got {n}")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        self.n, self.gamma = int(n), float(gamma)
+        self._h = np.full(self.n, init, dtype=np.float32)
+        self._b = np.zeros(self.n, dtype=np.float32)
+
+    def update(self, indices: np.ndarray, w_post: np.ndarray) -> None:
+        ema_update(self._h, indices, w_post, self.gamma)
+
+    def hardness(self) -> np.ndarray:
+        return self._h.copy()
+
+    def set_boost(self, b: np.ndarray) -> None:
+        b = np.asarray(b, dtype=np.float32).ravel()
+        if b.shape != (self.n,):
+            raise ValueError(f"boost has length {b.size}, expected {self.n}")
+        self._b = b.copy()
+
+    def boost(self) -> np.ndarray:
+        return self._b.copy()
+
+    def probabilities(self, tau: float, lam: float, eps: float = 1e-6) -> np.ndarray:
+        """``p ∝ (h + eps)^tau * (1 + lam * b)`` in float64, summing to 1."""
+        h = np.maximum(self._h.astype(np.float64), 0.0)  # w_post > 0, so h < 0 is only noise
+        score = (h + eps) ** tau * (1.0 + lam * self._b.astype(np.float64))
+        total = score.sum()
+        if not np.isfinite(total) or total <= 0:
+            raise ValueError("sampling scores do not sum to a positive finite number")
+        return score / total
+
+    def draw(self, epoch: int, seed: int, ratio: float, tau: float, lam: float,
+             uniform: bool = False) -> np.ndarray:
+        """One epoch's ``ceil(ratio*n)`` indices, a pure function of (seed, epoch, state).
+
+        Weighted: i.i.d. with replacement from :meth:`probabilities`. Uniform: fresh seeded
+        permutations of ``range(n)`` concatenated and truncated, so every sample appears
+        ``floor`` or ``ceil(ratio)`` times (the usual shuffled-epoch baseline).
+        """
+        m = epoch_size(self.n, ratio)
+        rng = np.random.default_rng([int(seed), int(epoch)])
+        if uniform:
+            reps = -(-m // self.n)
+            return np.concatenate([rng.permutation(self.n) for _ in range(reps)])[:m]
+        return rng.choice(self.n, size=m, replace=True, p=self.probabilities(tau, lam))
+
+    def state_dict(self) -> dict:
+        return {"n": self.n, "gamma": self.gamma, "h": self._h.copy(), "b": self._b.copy()}
+
+    def load_state_dict(self, d: dict) -> None:
+        h = np.asarray(d["h"], dtype=np.float32)
+        b = np.asarray(d["b"], dtype=np.float32)
+        if h.shape != (self.n,) or b.shape != (self.n,):
+            raise ValueError(f"state is for {h.size} samples, this store has {self.n}")
+        self.gamma = float(d.get("gamma", self.gamma))
+        self._h, self._b = h.copy(), b.copy()
+
+
+def shard_for_rank(indices: np.ndarray, rank: int, world_size: int,
+                   batch_size: int) -> np.ndarray:
+    """The part of an epoch draw that ``rank`` trains on.
+
+    The draw is consumed in global steps of ``world_size * batch_size`` positions; inside
+    a step, rank r takes the r-th contiguous block of ``batch_size``. So global step t sees
+    exactly the draw's t-th chunk, as a single process with batch ``world_size*batch_size``
+    would. The remainder (< one global step) is split into equal contiguous blocks of
+    ``len(rem) // world_size``, dropping at most ``world_size - 1`` samples. All ranks get
+    the same length, hence the same number of batches (the last one possibly partial), so
+    collective ops never wait on a rank that has run out of data.
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} not in [0, {world_size})")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    indices = np.asarray(indices).ravel()
+    step = world_size * batch_size
+    full = indices.size // step
+    head = indices[: full * step].reshape(full, world_size, batch_size)[:, rank, :].ravel()
+    part = (indices.size - full * step) // world_size
+    start = full * step + rank * part
+    return np.concatenate([head, indices[start:start + part]])
+
+
+def sampling_entropy(p) -> float:
+    """Shannon entropy (nats) of p, normalised to sum 1 first; ``log(N)`` means uniform."""
+    p = np.asarray(p, dtype=np.float64).ravel()
+    p = p / p.sum()
+    nz = p[p > 0]
+    return float(-(nz * np.log(nz)).sum())

@@ -1,0 +1,103 @@
+"""Cached encoder features for ``--freeze-encoder``: the encoder runs once per dataset, on disk
+keyed by the model and the exact token ids, and afterwards only the head trains."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.tokenize import IGNORE, TokenBatches, pad
+
+
+def cache_root(cache_dir: str | None) -> Path:
+    return Path(cache_dir or os.environ.get("HAMR_CACHE") or Path.home() / ".cache" / "hamr_dist")
+
+
+def model_fingerprint(model_name: str) -> str:
+    """Model identity: its config and weight file sizes when local, else its name."""
+    p = Path(model_name)
+    if p.is_dir():
+        parts = [(p / "config.json").read_text() if (p / "config.json").exists() else ""]
+        parts += [f"{f.name}:{f.stat().st_size}" for f in sorted(p.iterdir()) if f.suffix in
+                  (".safetensors", ".bin")]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()
+    return model_name
+
+
+@torch.inference_mode()
+def compute_features(model, batches: TokenBatches, batch_size: int = 64, progress=None):
+    """CLS: [N, H] float32. NER: (flat [sum labelled, H], offsets [N+1]) per labelled position."""
+    n = len(batches)
+    lengths = [len(x) for x in batches.ds["input_ids"]]
+    order = np.argsort(lengths, kind="stable")   # similar lengths together: less padding
+    out = [None] * n
+    for s in range(0, n, batch_size):
+        idx = order[s:s + batch_size]
+        b = batches(idx)
+        h = model.encode(b)
+        for j, i in enumerate(idx):
+            if batches.task == "ner":
+                out[i] = h[j][b["labels"][j] != IGNORE].numpy()
+            else:
+                out[i] = h[j].numpy()
+        if progress:
+            progress(len(idx))
+    if batches.task == "cls":
+        return np.stack(out).astype(np.float32)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(x) for x in out])
+    return np.concatenate(out).astype(np.float32), offsets
+
+
+def cached_features(model, batches: TokenBatches, model_name: str, pooling: str,
+                    cache_dir: str | None):
+    key = hashlib.sha256()
+    key.update(json.dumps([model_fingerprint(model_name), pooling, batches.task]).encode())
+    for ids in batches.ds["input_ids"]:
+        key.update(np.asarray(ids, dtype=np.int32).tobytes() + b"|")
+    path = cache_root(cache_dir) / "features" / f"{key.hexdigest()[:32]}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            return (z["flat"], z["offsets"]) if "offsets" in z else z["flat"]
+    feats = compute_features(model, batches)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    if isinstance(feats, tuple):
+        np.savez(tmp, flat=feats[0], offsets=feats[1])
+    else:
+        np.savez(tmp, flat=feats)
+    os.replace(tmp, path)   # atomic: concurrent workers never read half a file
+    return feats
+
+
+class FeatureBatches:
+    """Batches of cached features, gathered by dataset index like TokenBatches."""
+
+    def __init__(self, feats, labels, task: str):
+        self.task = task
+        if task == "cls":
+            self.x = torch.from_numpy(feats)
+            self.y = torch.as_tensor(labels, dtype=torch.long)
+        else:
+            self.flat, self.off = torch.from_numpy(feats[0]), feats[1]
+            self.labels = [[l for l in lab if l != IGNORE] for lab in labels]
+
+    def __len__(self):
+        return len(self.x) if self.task == "cls" else len(self.labels)
+
+    def __call__(self, idx) -> dict:
+        idx = [int(i) for i in idx]
+        if self.task == "cls":
+            return {"features": self.x[idx], "labels": self.y[idx]}
+        rows = [self.flat[self.off[i]:self.off[i + 1]] for i in idx]
+        width = max(1, max(len(r) for r in rows))
+        x = torch.zeros(len(idx), width, self.flat.shape[1])
+        y = torch.full((len(idx), width), IGNORE, dtype=torch.long)
+        for j, (i, r) in enumerate(zip(idx, rows)):
+            x[j, :len(r)] = r
+            y[j, :len(r)] = torch.as_tensor(self.labels[i], dtype=torch.long)
+        return {"features": x, "labels": y}

@@ -1,0 +1,298 @@
+"""The one training loop: in-process, or inside a Ray Train worker (``Runtime`` says which).
+
+Per step (spec section 1): forward -> per-sample losses -> [meta step: w_pre, virtual step,
+meta loss, f_theta update, w_post] -> real update on mean(w * l) -> hardness EMA.
+Per epoch (section 2): [neighbour boost every F epochs] -> draw -> steps -> dev evaluation.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from ..errors import HamrError
+from ..losses import IGNORE, per_sample, position_loss
+from ..meta.step import loss_ratio_weights, meta_step
+from ..meta.weight_net import WeightNet, weight_curve
+from ..sampling.hardness import InMemoryHardness, sampling_entropy, shard_for_rank
+from .evaluate import evaluate
+from .setup import Setup, build, embedding_texts
+
+log = logging.getLogger("hamr_dist")
+
+
+class TrainingDiverged(HamrError):
+    pass
+
+
+def _no_sync(tensors):
+    return None
+
+
+@dataclass
+class Runtime:
+    """What differs between one process and one Ray Train worker."""
+    rank: int = 0
+    world_size: int = 1
+    all_reduce_mean: Callable[[list[torch.Tensor]], None] = _no_sync
+    hardness: object | None = None          # HardnessStore; None: an in-memory one
+    boost: Callable[[np.ndarray], np.ndarray] | None = None   # h -> b; None: local FAISS
+    report: Callable[[dict, Callable[[], dict]], None] | None = None  # (metrics, state thunk)
+    resume: dict | None = None              # a state from a checkpoint
+    progress: bool = True
+
+    @property
+    def chief(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class Result:
+    metrics: dict
+    output_dir: Path
+    history: list = field(default_factory=list)
+
+
+def local_boost(s: Setup) -> Callable[[np.ndarray], np.ndarray]:
+    """Neighbour boost computed in this process (the Ray path uses the neighbour actor)."""
+    from ..embeddings import cached_embeddings
+    from ..sampling.neighbors import build_index, neighbour_boost
+    c = s.cfg
+    emb = cached_embeddings(embedding_texts(s.train.records, s.data.task), model=c.embedder,
+                            cache_dir=c.cache_dir)
+    index = build_index(emb, num_shards=c.num_index_shards)
+    return lambda h: neighbour_boost(index, emb, h, rho=c.hard_ratio, k=c.k)
+
+
+def meta_ce(logits, labels):
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                           ignore_index=IGNORE)
+
+
+class MetaBatches:
+    """Endless seeded passes over the meta set; each rank has its own stream."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int):
+        self.n, self.bs = n, min(batch_size, n)
+        self.rng = np.random.default_rng([seed, rank, 1])
+        self.order, self.pos = self.rng.permutation(n), 0
+
+    def next(self) -> np.ndarray:
+        if self.pos + self.bs > self.n:
+            self.order, self.pos = self.rng.permutation(self.n), 0
+        out = self.order[self.pos:self.pos + self.bs]
+        self.pos += self.bs
+        return out
+
+    def state_dict(self):
+        return {"rng": self.rng.bit_generator.state, "order": self.order, "pos": self.pos}
+
+    def load_state_dict(self, d):
+        self.rng.bit_generator.state = d["rng"]
+        self.order, self.pos = np.asarray(d["order"]), d["pos"]
+
+
+def linear_schedule(opt, warmup: int, total: int):
+    def f(step):
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return torch.optim.lr_scheduler.LambdaLR(opt, f)
+
+
+def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Result:
+    rt = runtime or Runtime(progress=cfg.progress)
+    t0 = time.time()
+    s = setup or build(cfg)
+    c, m, model = s.cfg, s.method, s.model
+    torch.manual_seed(c.seed + rt.rank)
+    n_train = len(s.train.batches)
+
+    store = rt.hardness if rt.hardness is not None else InMemoryHardness(n_train, gamma=c.gamma)
+    boost = (rt.boost or local_boost(s)) if m.knn else None
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=c.weight_decay)
+    ratio = c.oversample_ratio if m.resample else 1.0
+    per_rank = len(shard_for_rank(np.arange(math.ceil(ratio * n_train)), 0, rt.world_size,
+                                  c.per_device_train_batch_size))
+    steps_per_epoch = math.ceil(per_rank / c.per_device_train_batch_size)
+    total = steps_per_epoch * c.num_train_epochs
+    sched = linear_schedule(opt, int(c.warmup_ratio * total), total)
+    wnet = wnet_opt = None
+    if m.meta:
+        torch.manual_seed(c.seed)        # identical f_theta on every rank
+        wnet = WeightNet(c.wnet_hidden)
+        wnet_opt = torch.optim.Adam(wnet.parameters(), lr=c.wnet_lr, weight_decay=1e-4)
+    meta_batches = MetaBatches(len(s.meta.batches), c.meta_batch_size, c.seed, rt.rank)
+
+    start_epoch, history, best, best_state, bad_total = 0, [], None, None, 0
+    if rt.resume:
+        st = rt.resume
+        model.load_state_dict(st["model"], strict=False)
+        opt.load_state_dict(st["optimizer"]); sched.load_state_dict(st["scheduler"])
+        if wnet is not None:
+            wnet.load_state_dict(st["wnet"]); wnet_opt.load_state_dict(st["wnet_opt"])
+        if rt.chief or rt.hardness is None:
+            store.load_state_dict(st["hardness"])
+        meta_batches.load_state_dict(st["meta_batches"][rt.rank] if isinstance(
+            st["meta_batches"], list) else st["meta_batches"])
+        start_epoch, history, best = st["epoch"] + 1, st["history"], st["best"]
+        best_state = st.get("best_state")
+        torch.set_rng_state(st["torch_rng"])
+
+    def trainable_state():
+        return {k: v.detach().clone() for k, v in model.state_dict().items()
+                if not c.freeze_encoder or k.startswith("head.")}
+
+    def state() -> dict:
+        return {"model": trainable_state(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "wnet": wnet.state_dict() if wnet else None,
+                "wnet_opt": wnet_opt.state_dict() if wnet_opt else None,
+                "hardness": store.state_dict(), "meta_batches": meta_batches.state_dict(),
+                "epoch": epoch, "history": history, "best": best, "best_state": best_state,
+                "torch_rng": torch.get_rng_state()}
+
+    model.train()
+    if c.freeze_encoder:
+        model.encoder.eval()
+    for epoch in range(start_epoch, c.num_train_epochs):
+        # Boost from epoch 1 on: at epoch 0 h is still uniform, so "hardest" would be arbitrary.
+        if boost is not None and c.lam > 0 and epoch > 0 and epoch % c.knn_build_freq == 0:
+            store.set_boost(boost(store.hardness()))
+        draw = store.draw(epoch, c.seed, ratio, c.tau, c.lam if m.knn else 0.0,
+                          uniform=not m.resample)
+        mine = shard_for_rank(draw, rt.rank, rt.world_size, c.per_device_train_batch_size)
+        bar = _progress(rt, steps_per_epoch, epoch, c.num_train_epochs)
+        losses_seen, weights_seen, bad = [], [], 0
+        for start in range(0, len(mine), c.per_device_train_batch_size):
+            idx = mine[start:start + c.per_device_train_batch_size]
+            out = train_step(s, model, opt, wnet, wnet_opt, idx, meta_batches, rt)
+            if out is None:                       # non-finite: skipped
+                bad += 1; bad_total += 1
+                if bad >= c.max_bad_steps:
+                    raise TrainingDiverged(
+                        f"{bad} consecutive steps had non-finite loss or gradients at epoch "
+                        f"{epoch}; lower --learning-rate or check the data")
+                continue
+            bad = 0
+            sched.step()
+            loss, hard_w = out
+            if hard_w is not None:
+                store.update(np.asarray(idx), hard_w.numpy().astype(np.float32))
+                weights_seen.append(hard_w)
+            losses_seen.append(loss)
+            if bar:
+                bar.update(1); bar.set_postfix(loss=f"{loss:.4f}")
+        dev = evaluate(model, s.dev.batches, s.dev.records, s.dev.encoded.ds, s.data,
+                       c.per_device_eval_batch_size)
+        h = store.hardness() if m.resample else None
+        rec = epoch_record(epoch, losses_seen, weights_seen, dev, store, c, m, h, bad_total)
+        history.append(rec)
+        if best is None or dev["macro_f1"] > best["dev"]["macro_f1"]:
+            best = {"epoch": epoch, "dev": dev}
+            best_state = trainable_state()
+        if bar:
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", dev_f1=f"{dev['macro_f1']:.4f}")
+            bar.close()
+        if rt.report:
+            rt.report(rec, state)
+
+    model.load_state_dict(best_state, strict=False)
+    test = evaluate(model, s.test.batches, s.test.records, s.test.encoded.ds, s.data,
+                    c.per_device_eval_batch_size)
+    metrics = {"method": c.method, "task": s.data.task, "best_epoch": best["epoch"],
+               "dev": best["dev"], "test": test, "history": history,
+               "truncated": {k: getattr(s, k).encoded.truncated for k in ("train", "dev", "test")},
+               "skipped_steps": bad_total, "meta_set": s.meta_info,
+               "wall_time_s": round(time.time() - t0, 2)}
+    out_dir = Path(c.output_dir)
+    if rt.chief:
+        write_outputs(out_dir, s, metrics, wnet)
+    return Result(metrics, out_dir, history)
+
+
+def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runtime):
+    """One step; returns (loss, hardness signal or None), or None when skipped as non-finite."""
+    c, m = s.cfg, s.method
+    batch = s.train.batches(idx)
+    logits = model(batch)
+    labels = batch["labels"]
+    pos = position_loss(m.loss, logits, labels, s.class_weights)
+    ner = logits.dim() == 3
+    hard = per_sample(pos, labels, "max") if ner else pos          # HAMR's l_i
+    train_l = per_sample(pos, labels, c.ner_sample_loss if m.meta else "mean") if ner else pos
+    if not torch.isfinite(train_l).all():
+        opt.zero_grad(set_to_none=True)
+        return None
+    signal = None
+    if m.meta:
+        meta = s.meta.batches(meta_batches.next())
+        r = meta_step(model, wnet, wnet_opt, train_l, meta, meta_ce, s.scope_names,
+                      alpha=c.meta_update_lr, kind=m.meta, w_min=c.w_min, w_max=c.w_max,
+                      sync=rt.all_reduce_mean if rt.world_size > 1 else None,
+                      signal=hard if ner else None)
+        loss = (r.w_post * train_l).mean()
+        signal = r.w_post
+    else:
+        loss = train_l.mean()
+        if m.resample:
+            signal = loss_ratio_weights(hard, c.w_min, c.w_max)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if rt.world_size > 1:
+        rt.all_reduce_mean(grads)
+    norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None],
+                                          c.max_grad_norm)
+    if not torch.isfinite(norm):
+        opt.zero_grad(set_to_none=True)
+        return None
+    opt.step()
+    return float(loss.detach()), signal
+
+
+def epoch_record(epoch, losses, weights, dev, store, c, m, h, bad_total) -> dict:
+    rec = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
+           "dev_macro_f1": dev["macro_f1"], "dev_per_class_f1": dev["per_class_f1"],
+           "skipped_steps": bad_total}
+    if weights:
+        w = torch.cat(weights)
+        rec.update(weight_mean=float(w.mean()), weight_std=float(w.std()) if w.numel() > 1 else 0.0)
+    if h is not None:
+        b = store.boost()
+        rec.update(boosted_share=float((b > 0).mean()),
+                   sampling_entropy=sampling_entropy(store.probabilities(c.tau, c.lam if m.knn else 0.0)),
+                   hardness_mean=float(h.mean()), hardness_std=float(h.std()))
+    return rec
+
+
+def _progress(rt: Runtime, total, epoch, epochs):
+    if not (rt.progress and rt.chief):
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True)
+
+
+def write_outputs(out: Path, s: Setup, metrics: dict, wnet) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    s.model.save(out, s.tokenizer, s.data.label_names,
+                 extra={"max_seq_length": s.cfg.max_seq_length})
+    (out / "label_map.json").write_text(json.dumps(
+        {"task": s.data.task, "labels": s.data.label_names,
+         "entity_types": s.data.entity_types}, indent=2))
+    (out / "config.yaml").write_text(yaml.safe_dump(s.cfg.to_dict(), sort_keys=False))
+    if wnet is not None:
+        (out / "weight_curve.json").write_text(json.dumps(weight_curve(wnet)))
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2))
+    tmp.replace(out / "metrics.json")

@@ -1,0 +1,115 @@
+"""Everything a run needs before its first step: data, meta set, model, batches, embeddings.
+
+Shared by the in-process path and every Ray Train worker (each worker builds the same thing
+from the same config; cached features and embeddings make that cheap after the first).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig, parse_scope
+from ..data.meta_set import build_meta_set
+from ..data.tokenize import Encoded, TokenBatches, encode_records
+from ..methods import Method, get_method
+from ..model import HamrModel, default_model, load_encoder, scope_parameter_names
+from .features import FeatureBatches, cached_features
+
+log = logging.getLogger("hamr_dist")
+
+
+@dataclass
+class Split:
+    records: list
+    encoded: Encoded
+    batches: object          # TokenBatches or FeatureBatches: idx -> batch dict
+
+
+@dataclass
+class Setup:
+    cfg: TrainConfig
+    method: Method
+    data: object             # LoadedData
+    model: HamrModel
+    tokenizer: object
+    train: Split
+    meta: Split
+    dev: Split
+    test: Split
+    meta_info: dict
+    scope_names: list[str]
+    class_weights: torch.Tensor | None
+
+    @property
+    def n_labels(self) -> int:
+        return len(self.data.label_names)
+
+
+def load_corpus(cfg: TrainConfig):
+    from ..data.io import load_data
+    if cfg.data:
+        data = load_data(cfg.data, task=cfg.task)
+    else:
+        from ..data.synthetic import make_synthetic
+        data = make_synthetic(seed=0)
+    if cfg.max_train_samples:
+        data.train = data.train[:cfg.max_train_samples]
+    if cfg.max_eval_samples:
+        data.dev, data.test = data.dev[:cfg.max_eval_samples], data.test[:cfg.max_eval_samples]
+    return data
+
+
+def label_counts(records, task: str, n: int) -> np.ndarray:
+    ys = [r["label"] for r in records] if task == "cls" else [t for r in records for t in r["tags"]]
+    return np.bincount(np.asarray(ys, dtype=np.int64), minlength=n)
+
+
+def embedding_texts(records, task: str) -> list[str]:
+    """What the sentence embedder sees: the text, or NER tokens joined by spaces (as the authors)."""
+    return [r["text"] if task == "cls" else " ".join(r["tokens"]) for r in records]
+
+
+def build(cfg: TrainConfig, data=None) -> Setup:
+    data = data if data is not None else load_corpus(cfg)
+    cfg = cfg.resolved(data.task)
+    method = get_method(cfg.method)
+    for w in getattr(data, "warnings", []):
+        log.warning(w)
+    meta_records, train_records, meta_info = build_meta_set(data, mode=cfg.meta_set, seed=cfg.seed)
+
+    scope = parse_scope(cfg.meta_scope)
+    # Double backward through attention needs the eager kernel; head-only scope never does.
+    eager = method.meta is not None and scope != "head" and not cfg.freeze_encoder
+    tok, enc = load_encoder(cfg.model, eager=eager)
+    torch.manual_seed(cfg.seed)
+    model = HamrModel(enc, data.task, len(data.label_names), cfg.head_hidden, cfg.dropout, cfg.pooling)
+
+    splits = {}
+    for name, recs in [("train", train_records), ("meta", meta_records),
+                       ("dev", data.dev), ("test", data.test)]:
+        e = encode_records(recs, tok, data.task, cfg.max_seq_length)
+        splits[name] = Split(recs, e, TokenBatches(e.ds, tok.pad_token_id or 0, data.task))
+    t = splits["train"].encoded
+    if t.truncated:
+        log.warning("%d of %d training %s longer than max_seq_length=%d were truncated",
+                    t.truncated, len(train_records), "texts" if data.task == "cls" else "sentences",
+                    cfg.max_seq_length)
+
+    if cfg.freeze_encoder:
+        model.encoder.requires_grad_(False)
+        model.encoder.eval()
+        name = cfg.model or default_model()
+        for s in splits.values():
+            feats = cached_features(model, s.batches, name, cfg.pooling, cfg.cache_dir)
+            s.batches = FeatureBatches(feats, s.encoded.ds["labels"], data.task)
+
+    scope_names = scope_parameter_names(model, "head" if cfg.freeze_encoder else scope)
+    weights = None
+    if method.class_weights:
+        from ..losses import icf_weights
+        weights = icf_weights(label_counts(train_records, data.task, len(data.label_names)))
+    return Setup(cfg, method, data, model, tok, splits["train"], splits["meta"], splits["dev"],
+                 splits["test"], meta_info, scope_names, weights)
