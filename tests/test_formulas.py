@@ -1,0 +1,55 @@
+"""The spec's formulas against values computed by hand."""
+import math
+
+import torch
+
+from hamr_dist.losses import dice, focal, icf_weights, per_sample, token_ce
+from hamr_dist.meta.weight_net import WeightNet, normalise, zscore
+
+
+def test_zscore_hand_values():
+    z = zscore(torch.tensor([1.0, 2.0, 3.0]))
+    # mean 2, sample std 1
+    torch.testing.assert_close(z, torch.tensor([-1.0, 0.0, 1.0]))
+    assert zscore(torch.tensor([5.0])).item() == 0.0
+    # constant batch: std clamps to 1e-6 and z is 0
+    torch.testing.assert_close(zscore(torch.tensor([2.0, 2.0])), torch.tensor([0.0, 0.0]))
+
+
+def test_weight_normalisation_and_clipping():
+    s = torch.tensor([0.01, 0.5, 0.99, 0.5])   # mean 0.5
+    w = normalise(s, 0.1, 8.0)
+    torch.testing.assert_close(w, torch.tensor([0.1, 1.0, 1.98, 1.0]))   # 0.02 clipped up to 0.1
+    w = normalise(torch.tensor([0.9, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01]), 0.1, 8.0)
+    assert w[0].item() == 8.0                    # 0.9 / 0.099 = 9.09 clipped to 8
+
+
+def test_weight_net_shape_and_bias_init():
+    net = WeightNet()
+    assert net.net[0].in_features == 1 and net.net[0].out_features == 100
+    assert abs(net.net[2].bias.item() - 0.1) < 1e-7
+
+
+def test_max_token_loss_per_sentence():
+    logits = torch.zeros(2, 3, 2)
+    logits[0, 1] = torch.tensor([0.0, math.log(3.0)])     # p(gold=0) = 1/4
+    labels = torch.tensor([[0, 0, -100], [1, -100, -100]])
+    pos = token_ce(logits, labels)
+    l_max = per_sample(pos, labels, "max")
+    torch.testing.assert_close(l_max, torch.tensor([math.log(4.0), math.log(2.0)]))
+    l_mean = per_sample(pos, labels, "mean")
+    torch.testing.assert_close(l_mean, torch.tensor([(math.log(2.0) + math.log(4.0)) / 2, math.log(2.0)]))
+
+
+def test_focal_and_dice_hand_values():
+    logits = torch.tensor([[0.0, math.log(3.0)]])          # p = [1/4, 3/4]
+    y = torch.tensor([1])
+    p = 0.75
+    torch.testing.assert_close(focal(logits, y), torch.tensor([-(1 - p) ** 2 * math.log(p)]))
+    q = (1 - p) * p
+    torch.testing.assert_close(dice(logits, y), torch.tensor([1 - (2 * q + 1) / (q + 1 + 1)]))
+
+
+def test_icf_weights():
+    w = icf_weights([6, 3, 1, 0])   # N=10, C=3 present
+    torch.testing.assert_close(w, torch.tensor([10 / 18, 10 / 9, 10 / 3, 0.0]))
