@@ -44,11 +44,14 @@ def meta_weights(wnet: WeightNet, x: torch.Tensor, kind: str, w_min: float, w_ma
 def meta_step(model, wnet: WeightNet, wnet_opt: torch.optim.Optimizer, losses: torch.Tensor,
               meta_batch: dict, meta_loss_fn, scope_names: list[str], *, alpha: float,
               kind: str = "hamr", w_min: float = 0.1, w_max: float = 8.0,
-              sync: Sync | None = None, signal: torch.Tensor | None = None) -> MetaResult:
+              sync: Sync | None = None, signal: torch.Tensor | None = None,
+              mark: Callable[[str], None] | None = None) -> MetaResult:
     """Steps 2-6. ``losses`` are the per-sample losses of the batch, still attached to the graph
     of ``model``; the graph stays usable for the real update afterwards. ``signal`` (default:
     ``losses``) is what the weight network sees, e.g. NER's max token loss when the weighted
-    training loss is the token mean."""
+    training loss is the token mean. ``mark(phase)``, when given, is called at the end of each
+    phase (benchmarks time the parts of the step with it)."""
+    mark = mark or (lambda phase: None)
     x = weight_input(losses if signal is None else signal, kind)
     w_pre = meta_weights(wnet, x, kind, w_min, w_max)
     inner = (w_pre * losses).mean()
@@ -59,13 +62,17 @@ def meta_step(model, wnet: WeightNet, wnet_opt: torch.optim.Optimizer, losses: t
     virtual = {n: p.detach() for n, p in params.items()}
     for n, p, g in zip(scope_names, scoped, grads):
         virtual[n] = p - alpha * g if g is not None else p
+    mark("virtual_step")
     meta_logits = functional_call(model, virtual, (meta_batch,))
     meta_loss = meta_loss_fn(meta_logits, meta_batch["labels"])
+    mark("meta_loss")
 
     theta = list(wnet.parameters())
     # The forward graph of `losses` is not on the path to theta, so it survives for step 7.
     theta_grads = torch.autograd.grad(meta_loss, theta)
     theta_grads = [g.detach().clone() for g in theta_grads]
+    if not all(torch.isfinite(g).all() for g in theta_grads):
+        theta_grads = [torch.zeros_like(g) for g in theta_grads]   # keep replicas in lockstep
     if sync is not None:
         sync(theta_grads)
     for p, g in zip(theta, theta_grads):
@@ -75,6 +82,7 @@ def meta_step(model, wnet: WeightNet, wnet_opt: torch.optim.Optimizer, losses: t
 
     with torch.no_grad():
         w_post = meta_weights(wnet, x, kind, w_min, w_max)
+    mark("weight_net_update")
     return MetaResult(w_post=w_post, meta_loss=float(meta_loss.detach()), w_pre=w_pre.detach())
 
 

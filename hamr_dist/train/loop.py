@@ -73,6 +73,16 @@ def local_boost(s: Setup) -> Callable[[np.ndarray], np.ndarray]:
     return lambda h: neighbour_boost(index, emb, h, rho=c.hard_ratio, k=c.k)
 
 
+def lazy(make: Callable[[], Callable]) -> Callable:
+    """Build an expensive callable on first use (runs that never boost never embed)."""
+    built = []
+    def call(*a):
+        if not built:
+            built.append(make())
+        return built[0](*a)
+    return call
+
+
 def meta_ce(logits, labels):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
                            ignore_index=IGNORE)
@@ -118,7 +128,7 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
     n_train = len(s.train.batches)
 
     store = rt.hardness if rt.hardness is not None else InMemoryHardness(n_train, gamma=c.gamma)
-    boost = (rt.boost or local_boost(s)) if m.knn else None
+    boost = (rt.boost or lazy(lambda: local_boost(s))) if m.knn else None
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=c.weight_decay)
     ratio = c.oversample_ratio if m.resample else 1.0
