@@ -46,6 +46,11 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values = load_yaml(args.config) if getattr(args, "config", None) else {}
     values.update({k: v for k, v in vars(args).items() if k in FIELDS})
+    if not values.get("data") and "freeze_encoder" not in values:
+        # The built-in demo must finish in minutes on a laptop CPU: head-only on cached features.
+        log.info("no --data: training on the built-in synthetic corpus with --freeze-encoder "
+                 "(pass --no-freeze-encoder for full fine-tuning)")
+        values["freeze_encoder"] = True
     for name, v in list(values.items()):
         t = _field_type(FIELDS[name])
         if v is not None and t in (int, float) and not isinstance(v, (int, float)):

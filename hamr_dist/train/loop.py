@@ -202,7 +202,9 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
                 weights_seen.append(hard_w)
             losses_seen.append(loss)
             if bar:
-                bar.update(1); bar.set_postfix(loss=f"{loss:.4f}")
+                bar.update(1)
+                if bar.n % 10 == 0:
+                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         dev = evaluate(model, s.dev.batches, s.dev.records, s.dev.encoded.ds, s.data,
                        c.per_device_eval_batch_size)
         h = store.hardness() if m.resample else None
@@ -212,8 +214,10 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
             best = {"epoch": epoch, "dev": dev}
             best_state = trainable_state()
         if bar:
-            bar.set_postfix(loss=f"{rec['loss']:.4f}", dev_f1=f"{dev['macro_f1']:.4f}")
             bar.close()
+        if rt.chief:
+            log.info("epoch %d/%d: loss %.4f, dev macro-F1 %.4f", epoch + 1, c.num_train_epochs,
+                     rec["loss"], dev["macro_f1"])
         if rt.report:
             rt.report(rec, state)
 
