@@ -64,9 +64,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args) -> int:
-    from .train.loop import train
     cfg = config_from_args(args)
-    res = train(cfg)
+    if cfg.num_workers > 0:
+        from .distributed.trainer import train_distributed
+        res = train_distributed(cfg)
+    else:
+        from .train.loop import train
+        res = train(cfg)
     m = res.metrics
     print(f"method {m['method']} ({m['task']}): best epoch {m['best_epoch'] + 1}, "
           f"dev macro-F1 {m['dev']['macro_f1']:.4f}, test macro-F1 {m['test']['macro_f1']:.4f}")

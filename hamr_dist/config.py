@@ -68,6 +68,16 @@ class TrainConfig:
                                ["max", "mean"])
     cache_dir: str | None = opt(None, "embedding/feature cache (default $HAMR_CACHE or ~/.cache/hamr_dist)")
     progress: bool = opt(True, "show a progress bar")
+    # Ray (hamr_dist.distributed): --num-workers > 0 trains with Ray Train
+    num_workers: int = opt(0, "Ray Train workers (data-parallel); 0 trains in this process without Ray")
+    use_gpu: bool = opt(False, "one GPU per Ray worker (NCCL); the neighbour actor takes a spare GPU if any")
+    address: str | None = opt(None, "Ray cluster to attach to (default: $RAY_ADDRESS, else start a local Ray)")
+    run_name: str | None = opt(None, "Ray Train run name; re-running with the same name and storage path "
+                               "resumes from its last checkpoint (default: a new hamr-<time> name)")
+    storage_path: str | None = opt(None, "Ray Train checkpoint storage, shared by all nodes "
+                                   "(default: <output_dir>/ray_runs)")
+    max_failures: int = opt(1, "Ray: restarts of the worker group from the last checkpoint before the run fails (-1: unlimited)")
+    checkpoint_every: int = opt(1, "Ray: checkpoint every N epochs (and always after the last)")
 
     def resolved(self, task: str) -> "TrainConfig":
         """Fill task-dependent defaults and validate; returns a new config."""
@@ -99,6 +109,9 @@ class TrainConfig:
             ("w_min", 0 <= self.w_min < self.w_max, "must satisfy 0 <= w_min < w_max"),
             ("oversample_ratio", self.oversample_ratio > 0, "must be > 0"),
             ("knn_build_freq", self.knn_build_freq >= 1, "must be >= 1"),
+            ("num_workers", self.num_workers >= 0, "must be >= 0"),
+            ("max_failures", self.max_failures >= -1, "must be >= -1"),
+            ("checkpoint_every", self.checkpoint_every >= 1, "must be >= 1"),
         ]
         if self.lam is not None:
             checks.append(("lam", self.lam >= 0, "must be >= 0"))
