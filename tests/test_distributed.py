@@ -1,0 +1,387 @@
+"""Ray-distributed HAMR on a local 2-CPU Ray: collectives, the hardness and neighbour actors,
+1-worker == in-process, 2-worker consistency, resume, and recovery from killed processes.
+
+``-m slow`` adds the killed-hardness-actor recovery (and test_distributed_cluster.py the
+2-node cluster). Every Ray test shares the session's local Ray (``ray_local`` in conftest.py). The runs use the
+synthetic corpus with a frozen encoder, so training itself takes a second; what costs time is
+Ray Train starting worker processes (~15 s per run on this machine).
+
+Tolerance: a resumed or recovered run replays exactly the computation of an uninterrupted
+run (same draws, same per-rank RNG streams, deterministic two-rank gloo sums), so the
+metrics are compared with ``FLOAT_TOL = 1e-6`` (they come out bit-identical here) and the
+hardness vectors exactly.
+"""
+from __future__ import annotations
+
+import pickle
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hamr_dist.config import TrainConfig
+from hamr_dist.sampling.hardness import HardnessStore, InMemoryHardness, shard_for_rank
+
+FLOAT_TOL = 1e-6
+
+
+def small_cfg(tmp: Path, **kw) -> TrainConfig:
+    base = dict(method="hamr", freeze_encoder=True, max_train_samples=300, max_eval_samples=100,
+                num_train_epochs=3, per_device_train_batch_size=16, seed=7, progress=False,
+                output_dir=str(tmp / "out"), storage_path=str(tmp / "ray"), run_name="run",
+                mlflow=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def final_state(metrics: dict) -> dict:
+    return torch.load(Path(metrics["ray"]["checkpoint"]) / "state.pt", weights_only=False)
+
+
+def assert_same_run(a: dict, b: dict, tol: float = FLOAT_TOL) -> None:
+    assert a["best_epoch"] == b["best_epoch"]
+    for split in ("dev", "test"):
+        assert abs(a[split]["macro_f1"] - b[split]["macro_f1"]) <= tol, split
+        assert abs(a[split]["accuracy"] - b[split]["accuracy"]) <= tol, split
+    assert len(a["history"]) == len(b["history"])
+    for ha, hb in zip(a["history"], b["history"]):
+        for key in ("loss", "dev_macro_f1", "weight_mean", "hardness_mean", "hardness_std"):
+            assert abs(ha[key] - hb[key]) <= tol, (ha["epoch"], key, ha[key], hb[key])
+
+
+# ---------------------------------------------------------------------------------------------
+# collectives (two gloo processes, no Ray)
+# ---------------------------------------------------------------------------------------------
+def _reduce_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from hamr_dist.distributed import collectives as C
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    calls = []
+    real = dist.all_reduce
+
+    def counting(t, *a, **k):
+        calls.append(t.numel())
+        return real(t, *a, **k)
+
+    dist.all_reduce = counting
+    g = torch.Generator().manual_seed(rank)
+    ts = [torch.randn(3, 4, generator=g), torch.randn(5, generator=g),
+          torch.randn(2, 2, generator=g, dtype=torch.float64), None]
+    before = [t.clone() if t is not None else None for t in ts]
+    C.all_reduce_mean(ts)
+    gathered = C.all_gather_object([t for t in before if t is not None])
+    dist.all_reduce = real
+    torch.save({"after": ts, "all_before": gathered, "calls": calls,
+                "bcast": C.broadcast_object(f"from {rank}")}, Path(out_dir) / f"{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_all_reduce_mean_is_one_flat_reduce_per_dtype(tmp_path):
+    import torch.multiprocessing as mp
+    init = tmp_path / "pg"
+    mp.spawn(_reduce_worker, args=(2, str(init), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"{r}.pt", weights_only=False) for r in (0, 1))
+    assert r0["calls"] == [17, 4]                  # float32 group (12 + 5), float64 group (4)
+    for i in range(3):
+        want = (r0["all_before"][0][i] + r0["all_before"][1][i]) / 2
+        assert torch.equal(r0["after"][i], want) and torch.equal(r1["after"][i], want)
+    assert r0["after"][3] is None
+    assert r0["bcast"] == r1["bcast"] == "from 0"
+
+
+def test_collectives_are_identity_in_one_process():
+    from hamr_dist.distributed import collectives as C
+    t = torch.ones(3)
+    C.all_reduce_mean([t, None])
+    assert torch.equal(t, torch.ones(3))
+    assert C.all_gather_object(5) == [5] and C.broadcast_object("x") == "x"
+    assert C.world_size() == 1 and C.rank() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# hardness actor
+# ---------------------------------------------------------------------------------------------
+def _stream(n=40, steps=6, world=2, bs=5, seed=0):
+    """(step, rank, idx, w) as ranks produce them from one draw, plus the draw itself."""
+    rng = np.random.default_rng(seed)
+    draw = rng.integers(0, n, size=steps * world * bs)    # repeats on purpose
+    out = []
+    for r in range(world):
+        mine = shard_for_rank(draw, r, world, bs)
+        for s in range(steps):
+            out.append((s, r, mine[s * bs:(s + 1) * bs],
+                        rng.uniform(0.1, 8, bs).astype(np.float32)))
+    return draw, out
+
+
+def test_actor_applies_in_draw_order_whatever_the_arrival_order(ray_local):
+    from hamr_dist.distributed.actors import create_hardness_actor
+    ray = ray_local
+    n, world = 40, 2
+    draw, stream = _stream(n=n, world=world)
+    # single process, same sample order: the draw's positions in order
+    ref = InMemoryHardness(n, gamma=0.9)
+    by = {(s, r): (i, w) for s, r, i, w in stream}
+    for s in range(6):
+        for r in range(world):
+            ref.update(*by[(s, r)])
+    a = create_hardness_actor("test-order")
+    try:
+        gen = ray.get(a.begin.remote(n, 0.9, world))
+        # rank 1 first, steps backwards: the actor must still apply (0,0),(0,1),(1,0),...
+        for s, r, i, w in sorted(stream, key=lambda x: (-x[1], -x[0])):
+            a.update.remote(gen, r, s, i, w)
+        h = ray.get(a.hardness.remote(gen, 6))
+        assert np.array_equal(h, ref.hardness())
+        info = ray.get(a.info.remote())
+        assert info["updates"] == 12 and info["pending_steps"] == 0
+    finally:
+        ray.kill(a)
+
+
+def test_actor_read_waits_for_the_other_ranks_update(ray_local):
+    from hamr_dist.distributed.actors import create_hardness_actor
+    ray = ray_local
+    a = create_hardness_actor("test-wait")
+    try:
+        gen = ray.get(a.begin.remote(10, 0.5, 2))
+        a.update.remote(gen, 0, 0, np.array([1]), np.array([3.0], np.float32))
+        pending = a.hardness.remote(gen, 1)
+        ready, _ = ray.wait([pending], timeout=0.5)
+        assert not ready                          # rank 1's part of step 0 is missing
+        a.update.remote(gen, 1, 0, np.array([1]), np.array([5.0], np.float32))
+        h = ray.get(pending, timeout=10)
+        assert h[1] == pytest.approx(0.5 * (0.5 * 1 + 0.5 * 3) + 0.5 * 5)
+    finally:
+        ray.kill(a)
+
+
+def test_client_is_a_store_and_stale_sessions_are_refused(ray_local):
+    from hamr_dist.distributed.actors import (HardnessActorLost, HardnessClient,
+                                              create_hardness_actor)
+    ray = ray_local
+    a = create_hardness_actor("test-client")
+    try:
+        gen = ray.get(a.begin.remote(20, 0.9, 1))
+        c = HardnessClient(a, gen, 0)
+        assert isinstance(c, HardnessStore)
+        local = InMemoryHardness(20, gamma=0.9)
+        t0 = time.perf_counter()
+        for s in range(50):
+            idx = np.arange(s % 20, s % 20 + 1)
+            w = np.array([1.0 + s], np.float32)
+            c.update(idx, w)
+            local.update(idx, w)
+        submit = time.perf_counter() - t0
+        assert np.array_equal(c.hardness(), local.hardness())
+        assert submit < 5.0                       # 50 submissions, no round trip each
+        assert np.array_equal(c.draw(3, 1, 1.2, 0.7, 0.0), local.draw(3, 1, 1.2, 0.7, 0.0))
+        b = np.linspace(0, 1, 20).astype(np.float32)
+        c.set_boost(b)
+        local.set_boost(b)
+        assert np.allclose(c.probabilities(0.7, 0.7), local.probabilities(0.7, 0.7))
+        sd = c.state_dict()
+        assert np.array_equal(sd["h"], local.state_dict()["h"])
+        # a newer session (a restarted worker group) makes this client's reads fail loudly
+        ray.get(a.begin.remote(20, 0.9, 1, sd))
+        c.update(np.array([0]), np.array([9.0], np.float32))      # dropped, not applied
+        with pytest.raises(HardnessActorLost):
+            c.hardness()
+        assert ray.get(a.info.remote())["stale_dropped"] >= 1
+    finally:
+        ray.kill(a)
+
+
+def test_neighbour_actor_boost_matches_in_process(ray_local, tmp_path):
+    from hamr_dist.distributed.actors import create_hardness_actor, create_neighbour_actor
+    from hamr_dist.train.loop import local_boost
+    from hamr_dist.train.setup import build
+    ray = ray_local
+    cfg = small_cfg(tmp_path)
+    s = build(cfg)
+    n = len(s.train.batches)
+    h = np.random.default_rng(1).uniform(0.5, 2, n).astype(np.float32)
+    want = local_boost(s)(h)
+    a = create_hardness_actor("test-nb-h")
+    nb = create_neighbour_actor("test-nb", cfg.to_dict())
+    try:
+        gen = ray.get(a.begin.remote(n, 0.99, 1, {"h": h, "b": np.zeros(n, np.float32)}))
+        out = ray.get(nb.refresh.remote(a, gen, 0))
+        b = ray.get(a.boost.remote(gen, 0))
+        assert np.array_equal(b, want) and out["boosted"] == int((want > 0).sum())
+    finally:
+        ray.kill(a)
+        ray.kill(nb)
+
+
+# ---------------------------------------------------------------------------------------------
+# whole runs
+# ---------------------------------------------------------------------------------------------
+def test_one_ray_worker_matches_in_process(ray_local, tmp_path):
+    from hamr_dist.distributed.trainer import train_distributed
+    from hamr_dist.train.loop import train
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                     # as in the Ray worker
+    try:
+        local = train(small_cfg(tmp_path / "local")).metrics
+    finally:
+        torch.set_num_threads(threads)
+    dist = train_distributed(small_cfg(tmp_path / "ray", num_workers=1)).metrics
+    assert_same_run(local, dist)
+    assert dist["ray"]["world_size"] == 1
+
+
+@pytest.fixture(scope="module")
+def two_workers(ray_local):
+    """The uninterrupted 2-worker reference run (with consistency recording)."""
+    from hamr_dist.distributed.trainer import train_distributed
+    tmp = Path(tempfile.mkdtemp(prefix="hamr-2w-"))
+    res = train_distributed(small_cfg(tmp, num_workers=2), check_consistency=True)
+    return tmp, res.metrics
+
+
+def test_two_workers_stay_identical_and_agree_on_draws(two_workers):
+    tmp, m = two_workers
+    epochs = m["ray"]["epochs"]
+    assert len(epochs) == 3
+    for e in epochs:
+        assert len(set(e["draw_digests"])) == 1, e              # same draw on every rank
+        assert len(set(e["param_digests"])) == 1, e             # same model after the epoch
+        assert len(set(e["wnet_digests"])) == 1, e              # same weight network
+    assert len({e["draw_digests"][0] for e in epochs}) == 3     # a new draw every epoch
+    assert {w["rank"] for w in m["ray"]["workers"]} == {0, 1}
+    out = tmp / "out"                                           # rank 0 exported the best model
+    for f in ("metrics.json", "head.pt", "label_map.json", "config.yaml"):
+        assert (out / f).is_file(), f
+
+
+def test_two_worker_hardness_equals_single_process_replay(two_workers):
+    """h in the actor == one InMemoryHardness fed the same (indices, w_post) in draw order."""
+    tmp, m = two_workers
+    logs = {}
+    for p in sorted((tmp / "ray" / "run" / "update_logs").glob("rank*.pkl")):
+        logs[int(p.name[4:p.name.index("-")])] = pickle.loads(p.read_bytes())
+    assert set(logs) == {0, 1}
+    n = len(final_state(m)["hardness"]["h"])
+    ref = InMemoryHardness(n, gamma=0.99)
+    entries = sorted((e, s, r, i, w) for r, log in logs.items() for e, s, i, w in log)
+    for e, s, r, i, w in entries:
+        ref.update(i, w)
+    st = final_state(m)
+    assert np.array_equal(st["hardness"]["h"], ref.hardness())
+    assert st["epoch"] == 2 and len(st["meta_batches"]) == 2 and len(st["torch_rng"]) == 2
+
+
+def test_rerun_with_same_name_resumes_from_checkpoint(two_workers, tmp_path):
+    """Re-running under the same run name and storage path resumes after the last checkpoint,
+    with that checkpoint's hardness: here the finished 3-epoch reference run, extended to 4
+    epochs, trains only epoch 4, and epoch 4's draw is the one the checkpointed h gives."""
+    import hashlib
+    import shutil
+
+    from hamr_dist.distributed.trainer import train_distributed
+    from hamr_dist.train.loop import local_boost
+    from hamr_dist.train.setup import build
+    ref_tmp, ref = two_workers
+    shutil.copytree(ref_tmp / "ray", tmp_path / "ray")
+    cfg = small_cfg(tmp_path, num_workers=2, num_train_epochs=4)
+    m = train_distributed(cfg).metrics
+    assert m["ray"]["resumed_from_epoch"] == 2
+    assert [e["epoch"] for e in m["ray"]["epochs"]] == [3]         # only epoch 4 ran
+    assert len(m["history"]) == 4 and m["history"][:3] == ref["history"]
+    # epoch 4's draw, from the checkpoint's h (and the boost recomputed from it)
+    s = build(cfg)
+    store = InMemoryHardness(len(s.train.batches), gamma=s.cfg.gamma)
+    store.load_state_dict(final_state(ref)["hardness"])
+    store.set_boost(local_boost(s)(store.hardness()))
+    draw = store.draw(3, s.cfg.seed, s.cfg.oversample_ratio, s.cfg.tau, s.cfg.lam)
+    digest = hashlib.sha256(np.ascontiguousarray(draw.astype(np.int64)).tobytes()).hexdigest()[:16]
+    assert m["ray"]["epochs"][0]["draw_digests"] == [digest, digest]
+
+
+def test_rerun_with_other_options_is_refused(tmp_path):
+    from hamr_dist.distributed.trainer import _check_run_meta
+    from hamr_dist.errors import ConfigError
+    _check_run_meta(str(tmp_path), "x", small_cfg(tmp_path, num_workers=2))
+    _check_run_meta(str(tmp_path), "x", small_cfg(tmp_path, num_workers=2, num_train_epochs=5))
+    with pytest.raises(ConfigError, match="seed"):
+        _check_run_meta(str(tmp_path), "x", small_cfg(tmp_path, num_workers=2, seed=8))
+
+
+def test_killed_worker_is_replaced_and_run_matches(two_workers, tmp_path):
+    """SIGKILL of rank 1 in the middle of epoch 2: Ray Train restarts the group from the
+    epoch-1 checkpoint (hardness included) and the run ends as the uninterrupted one."""
+    from hamr_dist.distributed.trainer import train_distributed
+    _, ref = two_workers
+    fault = [{"action": "kill_worker", "rank": 1, "epoch": 1, "step": 5,
+              "once": str(tmp_path / "killed")}]
+    m = train_distributed(small_cfg(tmp_path, num_workers=2, max_failures=1),
+                          faults=fault).metrics
+    assert (tmp_path / "killed").is_file()                       # the fault did fire
+    assert m["ray"]["resumed_from_epoch"] == 0
+    assert m["ray"]["hardness_actor"]["sessions"] == 2           # begun again from the ckpt
+    assert_same_run(ref, m)
+    assert np.array_equal(final_state(m)["hardness"]["h"], final_state(ref)["hardness"]["h"])
+    assert (tmp_path / "out" / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_killed_hardness_actor_is_recreated_and_run_completes(two_workers, tmp_path):
+    """The hardness actor is killed in epoch 2: Ray restarts it empty, the workers' next read
+    fails (unknown session), Ray Train restarts the group from the epoch-1 checkpoint, whose
+    ``begin`` refills the new actor; the run ends as the uninterrupted one. (Slow: ~40 s; the
+    stale-session detection it relies on is covered in the default suite by
+    ``test_client_is_a_store_and_stale_sessions_are_refused``.)"""
+    from hamr_dist.distributed.trainer import train_distributed
+    _, ref = two_workers
+    fault = [{"action": "kill_hardness_actor", "rank": 0, "epoch": 1, "step": 3,
+              "once": str(tmp_path / "killed")}]
+    m = train_distributed(small_cfg(tmp_path, num_workers=2, max_failures=1),
+                          faults=fault).metrics
+    assert (tmp_path / "killed").is_file()
+    info = m["ray"]["hardness_actor"]
+    assert info["sessions"] == 1                 # a new incarnation, begun once from the ckpt
+    assert m["ray"]["resumed_from_epoch"] == 0
+    assert_same_run(ref, m)
+    assert np.array_equal(final_state(m)["hardness"]["h"], final_state(ref)["hardness"]["h"])
+
+
+def test_reporter_checkpoints_every_n_epochs_and_keeps_the_last_for_the_final(monkeypatch,
+                                                                               tmp_path):
+    """Reporter without Ray: which reports carry a checkpoint, and what is inside."""
+    import ray.train
+
+    from hamr_dist.distributed.trainer import Instrumented, Reporter
+    calls = []
+
+    def fake_report(metrics, checkpoint=None):
+        st = None
+        if checkpoint is not None:    # the real report copies the folder before it is removed
+            st = torch.load(Path(checkpoint.path) / "state.pt", weights_only=False)
+        calls.append((metrics, st))
+
+    monkeypatch.setattr(ray.train, "report", fake_report)
+    cfg = small_cfg(tmp_path, num_train_epochs=5, checkpoint_every=2)
+    store = Instrumented(InMemoryHardness(4))
+    rep = Reporter(cfg, 0, 1, store, every=2)
+    for e in range(5):
+        store.draw(e, 0, 1.0, 0.7, 0.0)
+        store.update(np.array([e % 4]), np.array([2.0], np.float32))
+        rep({"epoch": e, "loss": 1.0, "dev_macro_f1": 0.5},
+            lambda e=e: {"epoch": e, "meta_batches": {"pos": e}, "torch_rng": torch.get_rng_state(),
+                         "hardness": store.state_dict(), "model": {}, "wnet": None})
+    assert [st is not None for _, st in calls] == [False, True, False, True, False]
+    assert calls[1][1]["epoch"] == 1 and calls[1][1]["meta_batches"] == [{"pos": 1}]
+    assert all(m["world_size"] == 1 and m["step_time_s"] is not None for m, _ in calls)
+    rep.final({"test": {"macro_f1": 0.5}}, tmp_path / "out", socket.gethostname(),
+              {"rank": 0})
+    final_metrics, final_st = calls[-1]
+    assert final_st["epoch"] == 4 and len(final_st["torch_rng"]) == 1    # the last epoch's state
+    assert final_metrics["test"]["macro_f1"] == 0.5
+    assert [e["epoch"] for e in final_metrics["ray"]["epochs"]] == [0, 1, 2, 3, 4]
