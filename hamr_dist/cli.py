@@ -151,6 +151,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--output", default="embeddings.npy", help="where to write the .npy (default: embeddings.npy)")
     e.add_argument("--cache-dir", help="embedding cache (default $HAMR_CACHE or ~/.cache/hamr_dist)")
     e.set_defaults(func=cmd_embed)
+
+    from .tune import add_tune_parser      # hamr tune: Ray Tune sweeps
+    add_tune_parser(sub, add_config_flags)
     return p
 
 

@@ -78,6 +78,12 @@ class TrainConfig:
                                    "(default: <output_dir>/ray_runs)")
     max_failures: int = opt(1, "Ray: restarts of the worker group from the last checkpoint before the run fails (-1: unlimited)")
     checkpoint_every: int = opt(1, "Ray: checkpoint every N epochs (and always after the last)")
+    # MLflow (hamr_dist.tracking): rank 0 logs params, per-epoch metrics, plots and outputs
+    mlflow: bool | None = opt(None, "log the run to MLflow (default: on, unless $HAMR_MLFLOW=0)")
+    mlflow_uri: str | None = opt(None, "MLflow tracking URI, e.g. http://host:5000 (default: "
+                                 "$MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/mlflow.db)")
+    experiment_name: str = opt("hamr", "MLflow experiment")
+    mlflow_parent_run_id: str | None = opt(None, "nest the MLflow run under this run id (set by hamr tune)")
 
     def resolved(self, task: str) -> "TrainConfig":
         """Fill task-dependent defaults and validate; returns a new config."""

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from .. import tracking
 from ..errors import HamrError
 from ..losses import IGNORE, per_sample, position_loss
 from ..meta.step import loss_ratio_weights, meta_step
@@ -158,6 +159,8 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
         start_epoch, history, best = st["epoch"] + 1, st["history"], st["best"]
         best_state = st.get("best_state")
         torch.set_rng_state(st["torch_rng"])
+    # MLflow (rank 0; a no-op when off): the run id travels in the state, so a resume continues it
+    tracker = tracking.start(c, rank=rt.rank, world_size=rt.world_size, resume=rt.resume)
 
     def trainable_state():
         return {k: v.detach().clone() for k, v in model.state_dict().items()
@@ -170,7 +173,7 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
                 "wnet_opt": wnet_opt.state_dict() if wnet_opt else None,
                 "hardness": store.state_dict(), "meta_batches": meta_batches.state_dict(),
                 "epoch": epoch, "history": history, "best": best, "best_state": best_state,
-                "torch_rng": torch.get_rng_state()}
+                "torch_rng": torch.get_rng_state(), "mlflow_run_id": tracker.run_id}
 
     model.train()
     if c.freeze_encoder:
@@ -218,6 +221,7 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
         if rt.chief:
             log.info("epoch %d/%d: loss %.4f, dev macro-F1 %.4f", epoch + 1, c.num_train_epochs,
                      rec["loss"], dev["macro_f1"])
+        tracker.epoch(rec, h)
         if rt.report:
             rt.report(rec, state)
 
@@ -232,6 +236,7 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
     out_dir = Path(c.output_dir)
     if rt.chief:
         write_outputs(out_dir, s, metrics, wnet)
+        tracker.finish(metrics, out_dir, s)
     return Result(metrics, out_dir, history)
 
 
