@@ -52,6 +52,11 @@ def encode_records(records: list[dict], tokenizer, task: str, max_len: int) -> E
     return Encoded(datasets.Dataset.from_dict(cols), truncated, dropped)
 
 
+def to_device(batch: dict, device) -> dict:
+    """Batches are gathered on the CPU and moved once, right before use."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 def pad(seqs: list[list[int]], value: int) -> torch.Tensor:
     width = max(len(s) for s in seqs)
     out = torch.full((len(seqs), width), value, dtype=torch.long)

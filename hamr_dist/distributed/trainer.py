@@ -503,7 +503,13 @@ def worker_main(config: dict) -> None:
     if resume_raw is not None and rank == 0:
         log.info("resuming from the checkpoint of epoch %d", resume_raw["epoch"] + 1)
 
-    setup = build(cfg)
+    # CPU workers stay on the CPU even on a GPU node; GPU workers use the device Ray gave them
+    if cfg.use_gpu:
+        import ray.train.torch as ray_torch
+        device = ray_torch.get_device()
+    else:
+        device = torch.device("cpu")
+    setup = build(cfg, device=device)
     n = len(setup.train.batches)
     ns = config["namespace"]
     hard = ray.get_actor(config["hardness_actor"], namespace=ns)
@@ -535,7 +541,7 @@ def worker_main(config: dict) -> None:
                         check=bool(config.get("check_consistency")), resume_raw=resume_raw)
     rt = Runtime(rank=rank, world_size=world, all_reduce_mean=all_reduce_mean, hardness=store,
                  boost=boost, report=reporter, resume=for_rank(resume_raw, rank, world),
-                 progress=False)
+                 progress=False, device=device)
     res = train(cfg, rt, setup=setup)
     client.flush()
     if store.record and config.get("run_dir"):

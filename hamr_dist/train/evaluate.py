@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data.tokenize import IGNORE
+from ..data.tokenize import IGNORE, to_device
 
 
 @torch.no_grad()
@@ -13,10 +13,10 @@ def predict(model, batches, batch_size: int = 128) -> list:
     """Per sample: the class id (cls) or the tag ids of the labelled positions (ner)."""
     was_training = model.training
     model.eval()
-    out = []
+    out, device = [], next(model.parameters()).device
     for s in range(0, len(batches), batch_size):
         b = batches(range(s, min(s + batch_size, len(batches))))
-        pred = model(b).argmax(-1)
+        pred = model(to_device(b, device)).argmax(-1).cpu()
         if pred.dim() == 1:
             out.extend(pred.tolist())
         else:

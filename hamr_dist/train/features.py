@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.tokenize import IGNORE, TokenBatches, pad
+from ..data.tokenize import IGNORE, TokenBatches, pad, to_device
 from ..embeddings import model_fingerprint
 
 
@@ -22,13 +22,14 @@ def cache_root(cache_dir: str | None) -> Path:
 def compute_features(model, batches: TokenBatches, batch_size: int = 64, progress=None):
     """CLS: [N, H] float32. NER: (flat [sum labelled, H], offsets [N+1]) per labelled position."""
     n = len(batches)
+    device = next(model.parameters()).device
     lengths = [len(x) for x in batches.ds["input_ids"]]
     order = np.argsort(lengths, kind="stable")   # similar lengths together: less padding
     out = [None] * n
     for s in range(0, n, batch_size):
         idx = order[s:s + batch_size]
         b = batches(idx)
-        h = model.encode(b)
+        h = model.encode(to_device(b, device)).float().cpu()
         for j, i in enumerate(idx):
             if batches.task == "ner":
                 out[i] = h[j][b["labels"][j] != IGNORE].numpy()

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 import yaml
 
 from .. import tracking
+from ..data.tokenize import to_device
 from ..errors import HamrError
 from ..losses import IGNORE, per_sample, position_loss
 from ..meta.step import loss_ratio_weights, meta_step
@@ -49,6 +50,7 @@ class Runtime:
     boost: Callable[[np.ndarray], np.ndarray] | None = None   # h -> b; None: local FAISS
     report: Callable[[dict, Callable[[], dict]], None] | None = None  # (metrics, state thunk)
     resume: dict | None = None              # a state from a checkpoint
+    device: object | None = None            # None: the GPU when there is one, else the CPU
     progress: bool = True
 
     @property
@@ -123,10 +125,11 @@ def linear_schedule(opt, warmup: int, total: int):
 def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Result:
     rt = runtime or Runtime(progress=cfg.progress)
     t0 = time.time()
-    s = setup or build(cfg)
+    s = setup or build(cfg, device=rt.device)
     c, m, model = s.cfg, s.method, s.model
     torch.manual_seed(c.seed + rt.rank)
     n_train = len(s.train.batches)
+    device = next(model.parameters()).device
 
     store = rt.hardness if rt.hardness is not None else InMemoryHardness(n_train, gamma=c.gamma)
     boost = (rt.boost or lazy(lambda: local_boost(s))) if m.knn else None
@@ -141,7 +144,7 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
     wnet = wnet_opt = None
     if m.meta:
         torch.manual_seed(c.seed)        # identical f_theta on every rank
-        wnet = WeightNet(c.wnet_hidden)
+        wnet = WeightNet(c.wnet_hidden).to(device)
         wnet_opt = torch.optim.Adam(wnet.parameters(), lr=c.wnet_lr, weight_decay=1e-4)
     meta_batches = MetaBatches(len(s.meta.batches), c.meta_batch_size, c.seed, rt.rank)
 
@@ -163,7 +166,7 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
     tracker = tracking.start(c, rank=rt.rank, world_size=rt.world_size, resume=rt.resume)
 
     def trainable_state():
-        return {k: v.detach().clone() for k, v in model.state_dict().items()
+        return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
                 if not c.freeze_encoder or k.startswith("head.")}
 
     def state() -> dict:
@@ -201,6 +204,7 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
             sched.step()
             loss, hard_w = out
             if hard_w is not None:
+                hard_w = hard_w.cpu()
                 store.update(np.asarray(idx), hard_w.numpy().astype(np.float32))
                 weights_seen.append(hard_w)
             losses_seen.append(loss)
@@ -243,7 +247,8 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
 def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runtime):
     """One step; returns (loss, hardness signal or None), or None when skipped as non-finite."""
     c, m = s.cfg, s.method
-    batch = s.train.batches(idx)
+    device = next(model.parameters()).device
+    batch = to_device(s.train.batches(idx), device)
     logits = model(batch)
     labels = batch["labels"]
     pos = position_loss(m.loss, logits, labels, s.class_weights)
@@ -255,7 +260,7 @@ def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runt
         return None
     signal = None
     if m.meta:
-        meta = s.meta.batches(meta_batches.next())
+        meta = to_device(s.meta.batches(meta_batches.next()), device)
         r = meta_step(model, wnet, wnet_opt, train_l, meta, meta_ce, s.scope_names,
                       alpha=c.meta_update_lr, kind=m.meta, w_min=c.w_min, w_max=c.w_max,
                       sync=rt.all_reduce_mean if rt.world_size > 1 else None,

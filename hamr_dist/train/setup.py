@@ -72,7 +72,14 @@ def embedding_texts(records, task: str) -> list[str]:
     return [r["text"] if task == "cls" else " ".join(r["tokens"]) for r in records]
 
 
-def build(cfg: TrainConfig, data=None) -> Setup:
+def pick_device(device=None) -> torch.device:
+    """The given device, else the GPU when there is one."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build(cfg: TrainConfig, data=None, device=None) -> Setup:
     data = data if data is not None else load_corpus(cfg)
     cfg = cfg.resolved(data.task)
     method = get_method(cfg.method)
@@ -85,7 +92,8 @@ def build(cfg: TrainConfig, data=None) -> Setup:
     eager = method.meta is not None and scope != "head" and not cfg.freeze_encoder
     tok, enc = load_encoder(cfg.model, eager=eager)
     torch.manual_seed(cfg.seed)
-    model = HamrModel(enc, data.task, len(data.label_names), cfg.head_hidden, cfg.dropout, cfg.pooling)
+    model = HamrModel(enc, data.task, len(data.label_names), cfg.head_hidden, cfg.dropout,
+                      cfg.pooling).to(pick_device(device))
 
     splits = {}
     for name, recs in [("train", train_records), ("meta", meta_records),
@@ -111,5 +119,6 @@ def build(cfg: TrainConfig, data=None) -> Setup:
     if method.class_weights:
         from ..losses import icf_weights
         weights = icf_weights(label_counts(train_records, data.task, len(data.label_names)))
+        weights = weights.to(pick_device(device))
     return Setup(cfg, method, data, model, tok, splits["train"], splits["meta"], splits["dev"],
                  splits["test"], meta_info, scope_names, weights)
