@@ -75,3 +75,13 @@ def test_use_gpu_falls_back(caplog):
     with caplog.at_level("WARNING"):
         index = build_index(emb, use_gpu=True)
     assert index.ntotal == 3 and "no GPU" in caplog.text
+
+
+def test_numpy_fallback_matches_faiss_flat():
+    from hamr_dist.sampling.neighbors import ExactIndex, normalize
+    rng = np.random.default_rng(3)
+    emb = normalize(rng.standard_normal((300, 16)).astype(np.float32))
+    h = rng.random(300).astype(np.float32)
+    b_faiss = neighbour_boost(build_index(emb), emb, h, rho=0.2, k=5)
+    b_numpy = neighbour_boost(ExactIndex(emb), emb, h, rho=0.2, k=5)
+    np.testing.assert_array_equal(b_faiss, b_numpy)

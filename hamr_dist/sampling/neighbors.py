@@ -4,8 +4,12 @@ from __future__ import annotations
 import logging
 import math
 
-import faiss
 import numpy as np
+
+try:
+    import faiss
+except ImportError:  # faiss is an extra ([cpu] or [gpu]); exact search works without it
+    faiss = None
 
 __all__ = ["normalize", "build_index", "hard_indices", "neighbour_boost", "recall_at_k"]
 
@@ -38,6 +42,24 @@ def _make(kind: str, d: int, nlist: int, nprobe: int | None, train: np.ndarray):
     return index
 
 
+class ExactIndex:
+    """Brute-force inner-product search in numpy (chunked), used when FAISS is not installed."""
+
+    def __init__(self, x: np.ndarray):
+        self.x, self.ntotal = x, len(x)
+
+    def search(self, q: np.ndarray, k: int, chunk: int = 1024):
+        dist, ids = [], []
+        for s in range(0, len(q), chunk):
+            sims = q[s:s + chunk] @ self.x.T
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            part = np.take_along_axis(sims, top, 1)
+            order = np.argsort(-part, axis=1, kind="stable")
+            ids.append(np.take_along_axis(top, order, 1))
+            dist.append(np.take_along_axis(part, order, 1))
+        return np.concatenate(dist), np.concatenate(ids)
+
+
 def build_index(emb: np.ndarray, num_shards: int = 1, use_gpu: bool = False,
                 kind: str = "flat", nlist: int | None = None, nprobe: int | None = None):
     """Inner-product index over the L2-normalised rows of ``emb``; ids are row numbers.
@@ -51,6 +73,10 @@ def build_index(emb: np.ndarray, num_shards: int = 1, use_gpu: bool = False,
     n, d = x.shape
     if n == 0:
         raise ValueError("cannot index zero embeddings")
+    if faiss is None:
+        log.warning("faiss is not installed (pip install 'hamr-dist[cpu]' or '[gpu]'): "
+                    "using exact numpy search, one index, no shards")
+        return ExactIndex(x)
     nlist = min(nlist or _default_nlist(n), n)  # k-means needs >= nlist points
     gpu = use_gpu and faiss.get_num_gpus() > 0
     if use_gpu and not gpu:
