@@ -28,7 +28,7 @@ def load_encoder(name: str | None, eager: bool):
     kwargs = {"attn_implementation": "eager"} if eager else {}
     try:
         tok = AutoTokenizer.from_pretrained(name)
-        enc = AutoModel.from_pretrained(name, **kwargs)
+        enc = AutoModel.from_pretrained(name, **kwargs).float()   # fp32 master weights, whatever was saved
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0][:200]
         raise ConfigError(f"model {name!r} could not be loaded ({first}); pass a local HF model "
