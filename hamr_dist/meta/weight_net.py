@@ -38,5 +38,5 @@ def sample_weights(wnet: WeightNet, z: torch.Tensor, w_min: float = 0.1, w_max: 
 @torch.no_grad()
 def weight_curve(wnet: WeightNet, lo: float = -3.0, hi: float = 3.0, n: int = 61) -> dict:
     """The learned curve sigmoid(f(z)) on a grid, for the output directory and plots."""
-    z = torch.linspace(lo, hi, n)
+    z = torch.linspace(lo, hi, n, device=next(wnet.parameters()).device)
     return {"z": z.tolist(), "sigmoid_f": torch.sigmoid(wnet(z)).tolist()}

@@ -21,7 +21,8 @@ def normalize(emb: np.ndarray) -> np.ndarray:
     x = np.array(emb, dtype=np.float32, order="C", copy=True)
     if x.ndim != 2:
         raise ValueError(f"embeddings must be 2-D [N, d], got shape {x.shape}")
-    faiss.normalize_L2(x)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    np.divide(x, norms, out=x, where=norms > 0)
     return x
 
 
