@@ -1,0 +1,64 @@
+"""The quality benchmark harness on a tiny slice of the built-in synthetic corpus: one method
+pair, one seed, one epoch. A failing run is recorded and the table goes on; --resume keeps the
+successful runs and re-runs the failed one; JSON, markdown and PNG carry the provenance."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from benchmarks import quality  # noqa: E402
+
+
+def test_quality_harness_records_failures_and_resumes(tmp_path, monkeypatch):
+    import hamr_dist.train.loop as loop
+    real_train = loop.train
+
+    def flaky(cfg, *a, **kw):
+        if cfg.method == "ce":
+            raise RuntimeError("boom in ce")
+        return real_train(cfg, *a, **kw)
+
+    base = ["--tier", "probe", "--datasets", "synthetic", "--methods", "ce", "hamr",
+            "--seeds", "1", "--epochs", "1", "--max-train-samples", "120",
+            "--max-eval-samples", "60", "--name", "q", "--out-dir", str(tmp_path / "res"),
+            "--cache-dir", str(tmp_path / "cache")]
+    monkeypatch.setattr(loop, "train", flaky)
+    doc = quality.main(base)
+    runs = {r["method"]: r for r in doc["runs"]}
+    assert runs["ce"]["status"] == "error" and "boom in ce" in runs["ce"]["error"]
+    assert "Traceback" in runs["ce"]["traceback"]
+    h = runs["hamr"]
+    assert h["status"] == "ok" and 0 <= h["test"]["macro_f1"] <= 1
+    assert h["best_epoch"] == 0 and h["wall_time_s"] > 0
+    assert h["config"]["freeze_encoder"] is True and h["config"]["num_train_epochs"] == 1
+    assert h["config"]["learning_rate"] == 1e-3          # resolved, not None
+
+    saved = json.loads((tmp_path / "res" / "q.json").read_text())
+    assert saved["environment"]["git"]["commit"] is not None or saved["environment"]["git"] == {
+        "commit": None, "branch": None, "dirty": None, "changed_files": []}
+    assert {"torch", "python"} <= set(saved["environment"]["versions"])
+    assert saved["datasets"]["synthetic"]["rarest"] and saved["timing"]["runs_failed"] == 1
+    md = (tmp_path / "res" / "q.md").read_text()
+    assert "boom in ce" in md and "git commit" in md
+
+    # resume: hamr is kept (same record), the failed ce runs again and now succeeds
+    monkeypatch.setattr(loop, "train", real_train)
+    doc2 = quality.main(base + ["--resume"])
+    runs2 = {r["method"]: r for r in doc2["runs"]}
+    assert runs2["hamr"]["started"] == h["started"]
+    assert runs2["ce"]["status"] == "ok" and len(doc2["runs"]) == 2
+    assert len(doc2["sessions"]) == 2
+    g = doc2["summary"]["synthetic"]["hamr_vs_best_baseline"]
+    assert g["best_baseline"] == "ce"
+    assert g["gain_test"] == pytest.approx(runs2["hamr"]["test"]["macro_f1"] - runs2["ce"]["test"]["macro_f1"])
+    md = (tmp_path / "res" / "q.md").read_text()
+    assert "HAMR vs the best baseline" in md and "Ablation" in md and "boom" not in md
+
+    from PIL import Image
+    with Image.open(tmp_path / "res" / "q.png") as im:
+        prov = json.loads(im.info["Description"])
+    assert prov["seeds"] == [1] and prov["common_config"]["freeze_encoder"] is True
+    assert "hardware" in prov["environment"]
