@@ -343,24 +343,25 @@ class NeighbourService:
                 "use_gpu": self.use_gpu, **self.stats}
 
 
-def create_hardness_actor(name: str, *, scheduling_strategy=None, runtime_env=None):
-    """Named, owned by the driver, restarted by Ray if it dies (with an empty state: the next
-    worker-group attempt reloads h and b from the last checkpoint)."""
-    opts = dict(name=name, namespace=NAMESPACE, max_restarts=-1, max_task_retries=0,
-                num_cpus=0, lifetime=None)
+def _options(name: str, scheduling_strategy, runtime_env, **opts) -> dict:
+    opts.update(name=name, namespace=NAMESPACE)
     if scheduling_strategy is not None:
         opts["scheduling_strategy"] = scheduling_strategy
     if runtime_env:
         opts["runtime_env"] = runtime_env
+    return opts
+
+
+def create_hardness_actor(name: str, *, scheduling_strategy=None, runtime_env=None):
+    """Named, owned by the driver, restarted by Ray if it dies (with an empty state: the next
+    worker-group attempt reloads h and b from the last checkpoint)."""
+    opts = _options(name, scheduling_strategy, runtime_env, max_restarts=-1, max_task_retries=0,
+                    num_cpus=0, lifetime=None)
     return ray.remote(HardnessService).options(**opts).remote()
 
 
 def create_neighbour_actor(name: str, cfg_dict: dict, num_gpus: int = 0, *,
                            scheduling_strategy=None, runtime_env=None):
-    opts = dict(name=name, namespace=NAMESPACE, max_restarts=-1, max_task_retries=2,
-                num_cpus=1, num_gpus=num_gpus)
-    if scheduling_strategy is not None:
-        opts["scheduling_strategy"] = scheduling_strategy
-    if runtime_env:
-        opts["runtime_env"] = runtime_env
+    opts = _options(name, scheduling_strategy, runtime_env, max_restarts=-1, max_task_retries=2,
+                    num_cpus=1, num_gpus=num_gpus)
     return ray.remote(NeighbourService).options(**opts).remote(cfg_dict, use_gpu=num_gpus > 0)
