@@ -96,7 +96,7 @@ def hardware() -> dict:
 def environment() -> dict:
     """Everything needed to say where and with what a benchmark ran."""
     return {"hardware": hardware(), "versions": versions(), "git": git_info(),
-            "argv": sys.argv, "env": {k: os.environ[k] for k in ("HAMR_CACHE", "OMP_NUM_THREADS")
+            "argv": [os.path.relpath(a, REPO) if a.startswith(str(REPO)) else a for a in sys.argv], "env": {k: os.environ[k] for k in ("HAMR_CACHE", "OMP_NUM_THREADS")
                                       if k in os.environ}}
 
 
