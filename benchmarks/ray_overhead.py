@@ -18,15 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.common import environment
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "ray_overhead.json"
@@ -157,36 +157,6 @@ def actor_benchmark(n: int = 100_000, batch: int = 32, rtt_calls: int = 500,
                 "actor_apply_s_per_update": info["apply_s"] / max(1, info["updates"])}
     finally:
         ray.kill(a)
-
-
-def environment() -> dict:
-    import faiss
-    import ray
-    import torch
-    import transformers
-
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
-        except Exception:
-            return None
-    mem = None
-    try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError, AttributeError):
-        pass
-    return {
-        "hardware": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                     "processor": platform.processor() or platform.machine(),
-                     "memory_gib": round(mem, 1) if mem else None, "gpu": False},
-        "versions": {"python": sys.version.split()[0], "ray": ray.__version__,
-                     "torch": torch.__version__, "numpy": np.__version__,
-                     "faiss": getattr(faiss, "__version__", None),
-                     "transformers": transformers.__version__},
-        "git": {"commit": git("rev-parse", "HEAD"),
-                "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))},
-    }
 
 
 def main(argv=None) -> int:

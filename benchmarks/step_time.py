@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
-import statistics
 import time
 from pathlib import Path
 
@@ -133,26 +131,17 @@ def run(args) -> dict:
 
 
 def environment(device) -> dict:
-    import transformers
-    env = {"platform": platform.platform(), "python": platform.python_version(),
-           "torch": torch.__version__, "transformers": transformers.__version__,
-           "cpu_count": __import__("os").cpu_count(), "device": str(device),
-           "torch_threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(0)
-    try:
-        import subprocess
-        env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
-                                           text=True, cwd=Path(__file__).parent).stdout.strip()
-    except OSError:
-        pass
+    from benchmarks.common import environment as common_environment
+    env = common_environment()
+    env["device"] = str(device)
+    env["gpu"] = torch.cuda.get_device_name(0) if device.type == "cuda" else None
     return env
 
 
 def markdown(res) -> str:
     lines = [f"Step time, full fine-tuning, batch {res['config']['batch_size']}, seq len "
              f"{res['config']['seq_len']}, device {res['environment']['device']} "
-             f"({res['environment'].get('gpu', res['environment']['platform'])})", "",
+             f"({res['environment']['gpu'] or res['environment']['hardware']['platform']})", "",
              "| variant | median step (ms) | ratio to CE (median of per-repeat ratios) | "
              + " | ".join(PARTS) + " |", "|---" * (3 + len(PARTS)) + "|"]
     for k, v in res["variants"].items():

@@ -22,3 +22,11 @@ def has_flag(argv: list[str], *names: str) -> bool:
 def in_ray_job() -> bool:
     """Ray Jobs sets RAY_ADDRESS (and a submission id) for the entrypoint."""
     return bool(os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_SUBMISSION_ID"))
+
+
+def with_mlflow_uri(argv: list[str]) -> list[str]:
+    """A job's $MLFLOW_TRACKING_URI becomes --mlflow-uri unless the command says otherwise."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri and not has_flag(argv, "--mlflow-uri", "--no-mlflow"):
+        return [*argv, "--mlflow-uri", uri]
+    return list(argv)

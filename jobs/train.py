@@ -12,20 +12,16 @@ as ``--mlflow-uri``, so that the worker that logs uses it too.
 """
 from __future__ import annotations
 
-import os
 import sys
 
-from _common import has_flag, in_ray_job, use_working_dir
+from _common import has_flag, in_ray_job, use_working_dir, with_mlflow_uri
 
 
 def job_argv(argv: list[str]) -> list[str]:
     argv = list(argv)
     if in_ray_job() and not has_flag(argv, "--num-workers"):
         argv += ["--num-workers", "1"]
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri and not has_flag(argv, "--mlflow-uri", "--no-mlflow"):
-        argv += ["--mlflow-uri", uri]
-    return ["train", *argv]
+    return ["train", *with_mlflow_uri(argv)]
 
 
 if __name__ == "__main__":

@@ -11,18 +11,13 @@ written to ``<output-dir>/best_config.yaml``: ``python jobs/train.py --config`` 
 """
 from __future__ import annotations
 
-import os
 import sys
 
-from _common import has_flag, use_working_dir
+from _common import use_working_dir, with_mlflow_uri
 
 
 def job_argv(argv: list[str]) -> list[str]:
-    argv = list(argv)
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri and not has_flag(argv, "--mlflow-uri", "--no-mlflow"):
-        argv += ["--mlflow-uri", uri]
-    return ["tune", *argv]
+    return ["tune", *with_mlflow_uri(argv)]
 
 
 if __name__ == "__main__":
