@@ -61,10 +61,24 @@ def per_sample(pos_loss: torch.Tensor, labels: torch.Tensor, reduction: str) -> 
     return (pos_loss * mask).sum(-1) / mask.sum(-1).clamp_min(1)
 
 
-def icf_weights(counts, n_total: int | None = None) -> torch.Tensor:
+def icf_weights(counts, n_total: int | None = None, groups=None) -> torch.Tensor:
     """Inverse class frequency w_c = N / (C * n_c); classes absent from train get weight 0
-    (they cannot occur as targets)."""
+    (they cannot occur as targets).
+
+    ``groups`` (one group id per label) pools labels into one class first: for NER the class
+    of B-X and I-X is the entity type X (O is its own class), so the weight follows how rare
+    the type is, not how rare its I- continuation tag is."""
     counts = torch.as_tensor(counts, dtype=torch.float32)
+    if groups is not None:
+        g = torch.as_tensor(groups, dtype=torch.long)
+        pooled = torch.zeros(int(g.max()) + 1).index_add_(0, g, counts)
+        return icf_weights(pooled, n_total)[g] * (counts > 0)
     n = counts.sum() if n_total is None else n_total
     c = (counts > 0).sum()
     return torch.where(counts > 0, n / (c * counts.clamp_min(1)), torch.zeros_like(counts))
+
+
+def entity_groups(label_names) -> list[int]:
+    """Group id per NER tag: O -> 0, B-X and I-X -> the same id per type X."""
+    ids: dict[str, int] = {}
+    return [ids.setdefault(n[2:] if n[:2] in ("B-", "I-") else n, len(ids)) for n in label_names]

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from hamr_dist.losses import dice, focal, icf_weights, per_sample, token_ce
+from hamr_dist.losses import dice, entity_groups, focal, icf_weights, per_sample, token_ce
 from hamr_dist.meta.weight_net import WeightNet, normalise, zscore
 
 
@@ -53,3 +53,11 @@ def test_focal_and_dice_hand_values():
 def test_icf_weights():
     w = icf_weights([6, 3, 1, 0])   # N=10, C=3 present
     torch.testing.assert_close(w, torch.tensor([10 / 18, 10 / 9, 10 / 3, 0.0]))
+
+
+def test_icf_weights_ner_pool_tags_per_entity_type():
+    names = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    assert entity_groups(names) == [0, 1, 1, 2, 2]
+    # tokens: O 80, LOC 10 + 6 = 16, PER 4 + 0 = 4; N = 100, C = 3 classes (O, LOC, PER)
+    w = icf_weights([80, 10, 6, 4, 0], groups=entity_groups(names))
+    torch.testing.assert_close(w, torch.tensor([100 / 240, 100 / 48, 100 / 48, 100 / 12, 0.0]))

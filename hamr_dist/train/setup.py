@@ -117,8 +117,10 @@ def build(cfg: TrainConfig, data=None, device=None) -> Setup:
     scope_names = scope_parameter_names(model, "head" if cfg.freeze_encoder else scope)
     weights = None
     if method.class_weights:
-        from ..losses import icf_weights
-        weights = icf_weights(label_counts(train_records, data.task, len(data.label_names)))
+        from ..losses import entity_groups, icf_weights
+        groups = entity_groups(data.label_names) if data.task == "ner" else None
+        weights = icf_weights(label_counts(train_records, data.task, len(data.label_names)),
+                              groups=groups)
         weights = weights.to(pick_device(device))
     return Setup(cfg, method, data, model, tok, splits["train"], splits["meta"], splits["dev"],
                  splits["test"], meta_info, scope_names, weights)
