@@ -16,7 +16,7 @@ from ..data.meta_set import build_meta_set
 from ..data.tokenize import Encoded, TokenBatches, encode_records
 from ..methods import Method, get_method
 from ..model import HamrModel, default_model, load_encoder, scope_parameter_names
-from .features import FeatureBatches, cached_features
+from .features import FeatureBatches, cached_features, reuse_features
 
 log = logging.getLogger("hamr_dist")
 
@@ -110,9 +110,16 @@ def build(cfg: TrainConfig, data=None, device=None) -> Setup:
         model.encoder.requires_grad_(False)
         model.encoder.eval()
         name = cfg.model or default_model()
-        for s in splits.values():
-            feats = cached_features(model, s.batches, name, cfg.pooling, cfg.cache_dir)
-            s.batches = FeatureBatches(feats, s.encoded.ds["labels"], data.task)
+        feats = {k: cached_features(model, splits[k].batches, name, cfg.pooling, cfg.cache_dir)
+                 for k in ("train", "dev", "test")}
+        # the meta set (per seed) consists of dev and training samples: gather, do not re-encode
+        feats["meta"] = reuse_features(splits["meta"].batches, [
+            (splits[k].batches, feats[k]) for k in ("train", "dev")])
+        if feats["meta"] is None:
+            feats["meta"] = cached_features(model, splits["meta"].batches, name, cfg.pooling,
+                                            cfg.cache_dir)
+        for k, s in splits.items():
+            s.batches = FeatureBatches(feats[k], s.encoded.ds["labels"], data.task)
 
     scope_names = scope_parameter_names(model, "head" if cfg.freeze_encoder else scope)
     weights = None
