@@ -6,7 +6,6 @@ throughput, plus the in-process store's update and epoch-draw cost, at N = 10^6 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import numpy as np

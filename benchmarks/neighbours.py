@@ -57,7 +57,6 @@ def one_size(n, args, rng):
     else:
         row["flat_boost_s"], _ = timed(lambda: neighbour_boost(flat, emb, h, args.hard_ratio, args.k),
                                       args.repeats)
-    del flat
 
     t = time.perf_counter()
     ivf = build_index(emb, kind="ivf", nlist=args.nlist)

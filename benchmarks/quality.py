@@ -25,7 +25,6 @@ goes on; ``--resume`` keeps the successful runs already in the JSON whose config
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import shutil

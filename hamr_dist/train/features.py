@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.tokenize import IGNORE, TokenBatches, pad, to_device
+from ..data.tokenize import IGNORE, TokenBatches, to_device
 from ..embeddings import model_fingerprint
 
 
