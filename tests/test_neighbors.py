@@ -1,3 +1,5 @@
+import json
+
 import faiss
 import numpy as np
 import pytest
@@ -85,3 +87,18 @@ def test_numpy_fallback_matches_faiss_flat():
     b_faiss = neighbour_boost(build_index(emb), emb, h, rho=0.2, k=5)
     b_numpy = neighbour_boost(ExactIndex(emb), emb, h, rho=0.2, k=5)
     np.testing.assert_array_equal(b_faiss, b_numpy)
+
+
+def test_neighbour_benchmark_small(tmp_path, monkeypatch):
+    """The benchmark runs end to end on a tiny size; exact recall of IVF with every list probed is 1."""
+    pytest.importorskip("matplotlib")
+    from benchmarks import neighbours
+    monkeypatch.setattr(neighbours, "RESULTS", tmp_path)
+    neighbours.main(["--sizes", "2000", "--nlist", "16", "--nprobes", "2", "16", "--repeats", "1",
+                     "--name", "nb"])
+    res = json.loads((tmp_path / "nb.json").read_text())
+    (row,) = res["rows"]
+    assert row["hard_queries"] == 400 and not row["flat_boost_extrapolated"]
+    recall = {v["nprobe"]: v["recall_at_10"] for v in row["ivf"]}
+    assert recall[16] == pytest.approx(1.0) and recall[2] <= recall[16]
+    assert (tmp_path / "nb.png").stat().st_size > 0 and "recall@10" in (tmp_path / "nb.md").read_text()
