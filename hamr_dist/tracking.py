@@ -320,6 +320,17 @@ class Tracker:
                             "plots")
         self._guard("closing the run", self.client.set_terminated, self.run_id, "FINISHED")
 
+    def fail(self, exc: BaseException) -> None:
+        """The run ended by an error: tag it and mark it FAILED (KILLED for Ctrl-C), so it does
+        not stay RUNNING; everything logged so far stays. A resume reopens it as RUNNING."""
+        if not self.active:
+            return
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        first = (str(exc).strip().splitlines() or [""])[0][:500]
+        self._guard("tagging the error", self.client.set_tag, self.run_id, "hamr.error",
+                    f"{type(exc).__name__}: {first}".rstrip(": "))
+        self._guard("closing the run", self.client.set_terminated, self.run_id, status)
+
     def _log_final(self, metrics):
         from mlflow.entities import Metric
         now = int(time.time() * 1000)
@@ -337,6 +348,9 @@ class _Null:
         pass
 
     def finish(self, metrics, out_dir, setup=None):
+        pass
+
+    def fail(self, exc):
         pass
 
 

@@ -124,6 +124,30 @@ def test_default_sqlite_store(tmp_path):
     assert "metrics.json" in {a.path for a in c.list_artifacts(info["run_id"])}
 
 
+def test_crashed_run_is_marked_failed_and_keeps_its_epochs(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    import hamr_dist.train.loop as loop
+    real, calls = loop.evaluate, []
+
+    def evaluate_then_crash(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:                    # dev evaluation of the second epoch
+            raise RuntimeError("disk full")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(loop, "evaluate", evaluate_then_crash)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="disk full"):
+        train(TrainConfig(output_dir=str(out), method="ce", mlflow=True,
+                          **dict(SMALL, max_train_samples=200, max_eval_samples=100)))
+    info = json.loads((out / tracking.RUN_FILE).read_text())
+    c = MlflowClient(tracking_uri=info["tracking_uri"])
+    run = c.get_run(info["run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["hamr.error"] == "RuntimeError: disk full"
+    assert len(c.get_metric_history(info["run_id"], "loss")) == 1      # epoch 0 is kept
+
+
 def test_switches_and_flags(tmp_path, monkeypatch):
     off = TrainConfig(output_dir=str(tmp_path / "x"), mlflow=False)
     assert tracking.start(off) is tracking.NULL

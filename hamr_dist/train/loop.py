@@ -178,70 +178,75 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
                 "epoch": epoch, "history": history, "best": best, "best_state": best_state,
                 "torch_rng": torch.get_rng_state(), "mlflow_run_id": tracker.run_id}
 
-    model.train()
-    if c.freeze_encoder:
-        model.encoder.eval()
-    for epoch in range(start_epoch, c.num_train_epochs):
-        # Boost from epoch 1 on: at epoch 0 h is still uniform, so "hardest" would be arbitrary.
-        if boost is not None and c.lam > 0 and epoch > 0 and epoch % c.knn_build_freq == 0:
-            store.set_boost(boost(store.hardness()))
-        draw = store.draw(epoch, c.seed, ratio, c.tau, c.lam if m.knn else 0.0,
-                          uniform=not m.resample)
-        mine = shard_for_rank(draw, rt.rank, rt.world_size, c.per_device_train_batch_size)
-        bar = _progress(rt, steps_per_epoch, epoch, c.num_train_epochs)
-        losses_seen, weights_seen, bad = [], [], 0
-        for start in range(0, len(mine), c.per_device_train_batch_size):
-            idx = mine[start:start + c.per_device_train_batch_size]
-            out = train_step(s, model, opt, wnet, wnet_opt, idx, meta_batches, rt)
-            if out is None:                       # non-finite: skipped
-                bad += 1; bad_total += 1
-                if bad >= c.max_bad_steps:
-                    raise TrainingDiverged(
-                        f"{bad} consecutive steps had non-finite loss or gradients at epoch "
-                        f"{epoch}; lower --learning-rate or check the data")
-                continue
-            bad = 0
-            sched.step()
-            loss, hard_w = out
-            if hard_w is not None:
-                hard_w = hard_w.cpu()
-                store.update(np.asarray(idx), hard_w.numpy().astype(np.float32))
-                weights_seen.append(hard_w)
-            losses_seen.append(loss)
+    # an error marks the MLflow run FAILED instead of leaving it RUNNING (what was logged stays)
+    try:
+        model.train()
+        if c.freeze_encoder:
+            model.encoder.eval()
+        for epoch in range(start_epoch, c.num_train_epochs):
+            # Boost from epoch 1 on: at epoch 0 h is still uniform, so "hardest" would be arbitrary.
+            if boost is not None and c.lam > 0 and epoch > 0 and epoch % c.knn_build_freq == 0:
+                store.set_boost(boost(store.hardness()))
+            draw = store.draw(epoch, c.seed, ratio, c.tau, c.lam if m.knn else 0.0,
+                              uniform=not m.resample)
+            mine = shard_for_rank(draw, rt.rank, rt.world_size, c.per_device_train_batch_size)
+            bar = _progress(rt, steps_per_epoch, epoch, c.num_train_epochs)
+            losses_seen, weights_seen, bad = [], [], 0
+            for start in range(0, len(mine), c.per_device_train_batch_size):
+                idx = mine[start:start + c.per_device_train_batch_size]
+                out = train_step(s, model, opt, wnet, wnet_opt, idx, meta_batches, rt)
+                if out is None:                       # non-finite: skipped
+                    bad += 1; bad_total += 1
+                    if bad >= c.max_bad_steps:
+                        raise TrainingDiverged(
+                            f"{bad} consecutive steps had non-finite loss or gradients at epoch "
+                            f"{epoch}; lower --learning-rate or check the data")
+                    continue
+                bad = 0
+                sched.step()
+                loss, hard_w = out
+                if hard_w is not None:
+                    hard_w = hard_w.cpu()
+                    store.update(np.asarray(idx), hard_w.numpy().astype(np.float32))
+                    weights_seen.append(hard_w)
+                losses_seen.append(loss)
+                if bar:
+                    bar.update(1)
+                    if bar.n % 10 == 0:
+                        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            dev = evaluate(model, s.dev.batches, s.dev.records, s.dev.encoded.ds, s.data,
+                           c.per_device_eval_batch_size)
+            h = store.hardness() if m.resample else None
+            rec = epoch_record(epoch, losses_seen, weights_seen, dev, store, c, m, h, bad_total)
+            history.append(rec)
+            if best is None or dev["macro_f1"] > best["dev"]["macro_f1"]:
+                best = {"epoch": epoch, "dev": dev}
+                best_state = trainable_state()
             if bar:
-                bar.update(1)
-                if bar.n % 10 == 0:
-                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-        dev = evaluate(model, s.dev.batches, s.dev.records, s.dev.encoded.ds, s.data,
-                       c.per_device_eval_batch_size)
-        h = store.hardness() if m.resample else None
-        rec = epoch_record(epoch, losses_seen, weights_seen, dev, store, c, m, h, bad_total)
-        history.append(rec)
-        if best is None or dev["macro_f1"] > best["dev"]["macro_f1"]:
-            best = {"epoch": epoch, "dev": dev}
-            best_state = trainable_state()
-        if bar:
-            bar.close()
-        if rt.chief:
-            log.info("epoch %d/%d: loss %.4f, dev macro-F1 %.4f", epoch + 1, c.num_train_epochs,
-                     rec["loss"], dev["macro_f1"])
-        tracker.epoch(rec, h)
-        if rt.report:
-            rt.report(rec, state)
+                bar.close()
+            if rt.chief:
+                log.info("epoch %d/%d: loss %.4f, dev macro-F1 %.4f", epoch + 1, c.num_train_epochs,
+                         rec["loss"], dev["macro_f1"])
+            tracker.epoch(rec, h)
+            if rt.report:
+                rt.report(rec, state)
 
-    model.load_state_dict(best_state, strict=False)
-    test = evaluate(model, s.test.batches, s.test.records, s.test.encoded.ds, s.data,
-                    c.per_device_eval_batch_size)
-    metrics = {"method": c.method, "task": s.data.task, "best_epoch": best["epoch"],
-               "dev": best["dev"], "test": test, "history": history,
-               "truncated": {k: getattr(s, k).encoded.truncated for k in ("train", "dev", "test")},
-               "skipped_steps": bad_total, "meta_set": s.meta_info,
-               "wall_time_s": round(time.time() - t0, 2)}
-    out_dir = Path(c.output_dir)
-    if rt.chief:
-        write_outputs(out_dir, s, metrics, wnet)
-        tracker.finish(metrics, out_dir, s)
-    return Result(metrics, out_dir, history)
+        model.load_state_dict(best_state, strict=False)
+        test = evaluate(model, s.test.batches, s.test.records, s.test.encoded.ds, s.data,
+                        c.per_device_eval_batch_size)
+        metrics = {"method": c.method, "task": s.data.task, "best_epoch": best["epoch"],
+                   "dev": best["dev"], "test": test, "history": history,
+                   "truncated": {k: getattr(s, k).encoded.truncated for k in ("train", "dev", "test")},
+                   "skipped_steps": bad_total, "meta_set": s.meta_info,
+                   "wall_time_s": round(time.time() - t0, 2)}
+        out_dir = Path(c.output_dir)
+        if rt.chief:
+            write_outputs(out_dir, s, metrics, wnet)
+            tracker.finish(metrics, out_dir, s)
+        return Result(metrics, out_dir, history)
+    except BaseException as e:
+        tracker.fail(e)
+        raise
 
 
 def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runtime):
