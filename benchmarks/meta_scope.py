@@ -23,9 +23,11 @@ from pathlib import Path
 
 from benchmarks import quality
 from benchmarks.common import (RESULTS, environment, environment_footer, environment_md, fmt_ms,
-                               md_table, now_iso, read_json, save_png, write_json, write_text)
+                               md_table, mean_std, now_iso, read_json, save_png, write_json,
+                               write_text)
 
 REFERENCE = "ce"
+PAIRED_WITH = "all"     # the authors' setting: the other scopes are compared with it per seed
 
 
 def run_args(args, scope: str | None, seed: int) -> list[str]:
@@ -71,13 +73,37 @@ def summarise(args) -> dict:
         next(iter(docs.values()))["datasets"]).index(d) if docs else 0)
     rec = recommend(per_scope, args.scopes, datasets, ratios, args.tolerance)
     first = next(iter(docs.values()), None)
+    budget = {k: v for k, v in first["budget"].items() if k != "meta_scope"} if first else None
     return {"name": args.name, "updated": now_iso(), "scopes": args.scopes, "datasets": datasets,
-            "per_scope": per_scope, "step_ratio_to_ce": ratios, "step_time_source": step_src,
-            "recommendation": rec, "tolerance_points": args.tolerance,
-            "budget": first["budget"] if first else None, "seeds": args.seeds,
+            "per_scope": per_scope, "paired_vs": PAIRED_WITH,
+            "paired": paired(docs, args.scopes, datasets), "step_ratio_to_ce": ratios,
+            "step_time_source": step_src, "recommendation": rec, "tolerance_points": args.tolerance,
+            "budget": budget, "seeds": args.seeds,
             "run_files": {s: f"{args.name}_{s}.json" for s in docs},
             "environment": first["environment"] if first else environment(),
             "wall_time_s": sum(d["timing"]["total_wall_s"] for d in docs.values())}
+
+
+def paired(docs, scopes, datasets) -> dict:
+    """Per-seed differences to scope ``all`` (same seed: same data order, meta set and initial
+    weights), mean and std over seeds, for dev and test: seed-to-seed spread cancels out."""
+    if PAIRED_WITH not in docs:
+        return {}
+    def by_seed(scope, d, split):
+        return {r["seed"]: r[split]["macro_f1"] for r in docs[scope]["runs"]
+                if r.get("status") == "ok" and r["dataset"] == d}
+    out = {}
+    for scope in scopes:
+        if scope == PAIRED_WITH or scope not in docs:
+            continue
+        out[scope] = {}
+        for d in datasets:
+            out[scope][d] = {}
+            for split in ("dev", "test"):
+                a, b = by_seed(scope, d, split), by_seed(PAIRED_WITH, d, split)
+                m, sd = mean_std(a[k] - b[k] for k in sorted(set(a) & set(b)))
+                out[scope][d][split] = {"mean": m, "std": sd, "seeds": len(set(a) & set(b))}
+    return out
 
 
 def recommend(per_scope, scopes, datasets, ratios, tol_points) -> dict | None:
@@ -121,6 +147,7 @@ def render_md(res) -> str:
                   + [f"step / CE ({src.get('device', '?')}, batch {src.get('batch_size', '?')}, "
                      f"seq {src.get('seq_len', '?')})", "run wall s (per dataset)"], rows), "",
          f"- budget: {', '.join(f'{k}={v}' for k, v in (res['budget'] or {}).items())}",
+         *paired_md(res),
          f"- step ratios from `{src.get('file', 'n/a')}` (medians of interleaved per-repeat ratios)",
          f"- recommendation (dev only): **{rec['scope']}**; within tolerance: "
          f"{', '.join(rec['candidates_within_tolerance'])}; rule: {rec['rule']} "
@@ -129,6 +156,17 @@ def render_md(res) -> str:
          f"- wall time of the runs: {res['wall_time_s'] / 60:.1f} min; per-run configs in "
          + ", ".join(f"`{f}`" for f in res["run_files"].values()), ""]
     return "\n".join(L)
+
+
+def paired_md(res) -> list[str]:
+    pr, ds = res.get("paired") or {}, res["datasets"]
+    if not pr:
+        return []
+    rows = [[f"{scope} - {res['paired_vs']}"] + [
+        f"{fmt_ms(pr[scope][d][split]['mean'], pr[scope][d][split]['std'])} (n={pr[scope][d][split]['seeds']})"
+        for split in ("dev", "test") for d in ds] for scope in pr]
+    return ["", f"Per-seed difference to scope `{res['paired_vs']}` (points, mean ± std over seeds):", "",
+            md_table(["scope"] + [f"{split} {d}" for split in ("dev", "test") for d in ds], rows), ""]
 
 
 def render_png(res, path: Path) -> None:
