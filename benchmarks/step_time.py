@@ -92,7 +92,10 @@ def run(args) -> dict:
     vocab = ce_model.encoder.config.vocab_size
     variants = {"ce": (ce_model, torch.optim.AdamW(ce_model.parameters(), lr=3e-5), None)}
     for scope in args.scopes:
-        m = make_model(args.model, eager=True, device=device, n_labels=n_labels)
+        # as in training: eager attention only where the virtual step reaches the encoder
+        # (scope head never differentiates twice through attention, so it keeps SDPA like CE)
+        m = make_model(args.model, eager=parse_scope(scope) != "head", device=device,
+                       n_labels=n_labels)
         w = WeightNet().to(device)
         variants[f"hamr[{scope}]"] = (m, torch.optim.AdamW(m.parameters(), lr=3e-5),
                                       (w, torch.optim.Adam(w.parameters(), lr=1e-4),
