@@ -479,7 +479,11 @@ def main(argv=None) -> dict:
            "methods": args.methods, "datasets": {}, "runs": [], "sessions": [],
            "runs_planned": len(datasets) * len(args.methods) * len(args.seeds)}
     done = {}
-    if old:
+    if old:   # a resumed table covers what it had plus what this invocation adds
+        doc["seeds"] = sorted(set(old.get("seeds", [])) | set(args.seeds))
+        doc["methods"] = sorted(set(old.get("methods", [])) | set(args.methods),
+                                key=lambda m: (ALL_METHODS + (m,)).index(m))
+        doc["runs_planned"] = len(datasets) * len(doc["methods"]) * len(doc["seeds"])
         doc["sessions"] = old.get("sessions", [])
         doc["datasets"] = {k: v for k, v in old.get("datasets", {}).items()}
         done = {r["key"]: r for r in old.get("runs", []) if r.get("status") == "ok"}
@@ -493,7 +497,7 @@ def main(argv=None) -> dict:
         log.exception("hamr_dist.train.loop cannot be imported")
     runs_dir = args.runs_dir or Path(tempfile.mkdtemp(prefix="hamr_quality_"))
     runs_dir.mkdir(parents=True, exist_ok=True)
-    total = doc["runs_planned"]
+    total = len(datasets) * len(args.methods) * len(args.seeds)   # this invocation
     i = 0
     try:
         for name, path in datasets:

@@ -62,3 +62,11 @@ def test_quality_harness_records_failures_and_resumes(tmp_path, monkeypatch):
         prov = json.loads(im.info["Description"])
     assert prov["seeds"] == [1] and prov["common_config"]["freeze_encoder"] is True
     assert "hardware" in prov["environment"]
+
+    # a resumed table grows: another seed of one method keeps the earlier seeds and methods
+    grow = list(base)
+    grow[grow.index("--methods") + 1:grow.index("--seeds") + 2] = ["ce", "--seeds", "2"]
+    doc3 = quality.main(grow + ["--resume"])
+    assert doc3["seeds"] == [1, 2] and doc3["methods"] == ["ce", "hamr"]
+    assert sorted(r["key"] for r in doc3["runs"]) == ["synthetic|ce|1", "synthetic|ce|2", "synthetic|hamr|1"]
+    assert doc3["runs_planned"] == 4 and "seeds [1, 2]" in (tmp_path / "res" / "q.md").read_text()
