@@ -64,6 +64,11 @@ class TrainConfig:
     hard_ratio: float = opt(0.2, "share rho of hardest samples whose neighbours are boosted")
     knn_build_freq: int = opt(1, "recompute the neighbour boost every F epochs")
     num_index_shards: int = opt(1, "FAISS index shards (IndexShards)")
+    knn_index: str = opt("flat", "neighbour index: flat (exact) or ivf (approximate; about 14x faster "
+                         "at 10^6 samples with recall@10 1.0 on benchmarks/results/neighbours.md)",
+                         ["flat", "ivf"])
+    knn_nlist: int | None = opt(None, "IVF lists (default 4*sqrt(N))")
+    knn_nprobe: int | None = opt(None, "IVF lists searched per query (default: a tenth of the lists)")
     oversample_ratio: float = opt(1.2, "resampling methods draw ceil(r N) samples per epoch")
     meta_set: str = opt("copy", "balanced meta set: copy drawn train samples or move them out", ["copy", "move"])
     ner_sample_loss: str = opt("max", "NER per-sentence training loss weighted by HAMR (hardness always uses max)",
@@ -117,6 +122,8 @@ class TrainConfig:
             ("w_min", 0 <= self.w_min < self.w_max, "must satisfy 0 <= w_min < w_max"),
             ("oversample_ratio", self.oversample_ratio > 0, "must be > 0"),
             ("knn_build_freq", self.knn_build_freq >= 1, "must be >= 1"),
+            ("knn_nlist", self.knn_nlist is None or self.knn_nlist >= 1, "must be >= 1"),
+            ("knn_nprobe", self.knn_nprobe is None or self.knn_nprobe >= 1, "must be >= 1"),
             ("num_workers", self.num_workers >= 0, "must be >= 0"),
             ("max_failures", self.max_failures >= -1, "must be >= -1"),
             ("checkpoint_every", self.checkpoint_every >= 1, "must be >= 1"),

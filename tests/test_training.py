@@ -64,3 +64,27 @@ def test_full_finetuning_small_slice(tmp_path):
     m = train(cfg).metrics
     assert m["skipped_steps"] == 0
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "head.pt").exists()
+
+
+def test_ivf_index_probing_every_list_trains_like_exact(tmp_path, monkeypatch):
+    """--knn-index ivf reaches the boost; probing all lists finds the exact neighbours, so the
+    run equals the flat-index run, and the index that was built is an IVF one."""
+    import faiss
+
+    from hamr_dist.sampling import neighbors
+    built, real = [], neighbors.build_index
+
+    def spy(*a, **kw):
+        built.append(real(*a, **kw))
+        return built[-1]
+
+    monkeypatch.setattr(neighbors, "build_index", spy)
+    kw = dict(method="hamr", freeze_encoder=True, num_train_epochs=2, progress=False, seed=5,
+              max_train_samples=600, max_eval_samples=200)
+    flat = train(TrainConfig(output_dir=str(tmp_path / "a"), **kw)).metrics
+    ivf = train(TrainConfig(output_dir=str(tmp_path / "b"), knn_index="ivf", knn_nlist=8,
+                            knn_nprobe=8, **kw)).metrics
+    assert isinstance(built[0], faiss.IndexFlatIP) and isinstance(built[1], faiss.IndexIVFFlat)
+    assert built[1].nprobe == 8
+    assert ivf["history"][-1]["boosted_share"] > 0
+    assert [h["loss"] for h in ivf["history"]] == [h["loss"] for h in flat["history"]]

@@ -318,7 +318,8 @@ class NeighbourService:
             self._emb = cached_embeddings(texts, model=c.embedder, cache_dir=c.cache_dir,
                                           device="cuda" if self.use_gpu else "cpu")
             self._index = build_index(self._emb, num_shards=c.num_index_shards,
-                                      use_gpu=self.use_gpu)
+                                      use_gpu=self.use_gpu, kind=c.knn_index, nlist=c.knn_nlist,
+                                      nprobe=c.knn_nprobe)
             self._cfg = c
             self.stats["prepare_s"] = round(time.perf_counter() - t0, 3)
         return {"n": int(self._emb.shape[0]), "dim": int(self._emb.shape[1]), **self.stats}

@@ -48,7 +48,7 @@ def _make(kind: str, d: int, nlist: int, nprobe: int | None, train: np.ndarray):
         train = train[rows]
     index.train(train)
     # a tenth of the lists (>= 10): recall near 1 for the boost at a fraction of flat's cost
-    index.nprobe = nprobe or min(nlist, max(10, nlist // 10))
+    index.nprobe = min(nlist, nprobe or max(10, nlist // 10))
     return index
 
 

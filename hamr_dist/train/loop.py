@@ -72,7 +72,8 @@ def local_boost(s: Setup) -> Callable[[np.ndarray], np.ndarray]:
     c = s.cfg
     emb = cached_embeddings(embedding_texts(s.train.records, s.data.task), model=c.embedder,
                             cache_dir=c.cache_dir)
-    index = build_index(emb, num_shards=c.num_index_shards)
+    index = build_index(emb, num_shards=c.num_index_shards, kind=c.knn_index, nlist=c.knn_nlist,
+                        nprobe=c.knn_nprobe)
     return lambda h: neighbour_boost(index, emb, h, rho=c.hard_ratio, k=c.k)
 
 
