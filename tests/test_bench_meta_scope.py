@@ -32,9 +32,14 @@ def test_recommend_cheapest_within_tolerance_on_every_dataset():
 
 
 def quality_doc(method, dev_by_dataset):
+    """A recorded quality table: two seeds per dataset at dev v - 0.01 and v + 0.01."""
     from benchmarks.common import environment
-    return {"budget": {"epochs": 3}, "environment": environment(),
+    runs = [{"status": "ok", "dataset": d, "method": method, "seed": seed,
+             "dev": {"macro_f1": v + delta}, "test": {"macro_f1": v + delta}}
+            for d, v in dev_by_dataset.items() for seed, delta in ((1, -0.01), (2, 0.01))]
+    return {"budget": {"epochs": 3, "meta_scope": "x"}, "environment": environment(),
             "datasets": {d: {} for d in dev_by_dataset}, "timing": {"total_wall_s": 60.0},
+            "runs": runs,
             "summary": {d: {"methods": {method: stats(v)}} for d, v in dev_by_dataset.items()}}
 
 
@@ -50,6 +55,8 @@ def test_summary_files_from_recorded_runs(tmp_path):
                            str(tmp_path), "--step-time", str(tmp_path / "st.json")])
     assert res["datasets"] == ["a"] and res["step_ratio_to_ce"] == {"all": 3.0, "head": 1.2}
     assert res["recommendation"]["scope"] == "all"           # head is 2 points short on dev
+    assert res["paired"]["head"]["a"]["dev"]["mean"] == pytest.approx(0.5 - 0.52)
+    assert res["paired"]["head"]["a"]["dev"]["seeds"] == 2 and "meta_scope" not in res["budget"]
     md = (tmp_path / "ms.md").read_text()
     assert "hamr, scope head" in md and "1.20" in md and "**all**" in md
     assert (tmp_path / "ms.png").stat().st_size > 0 and (tmp_path / "ms.json").is_file()
