@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from importlib import metadata
@@ -96,7 +98,7 @@ def hardware() -> dict:
 def environment() -> dict:
     """Everything needed to say where and with what a benchmark ran."""
     return {"hardware": hardware(), "versions": versions(), "git": git_info(),
-            "argv": [os.path.relpath(a, REPO) if a.startswith(str(REPO)) else a for a in sys.argv], "env": {k: os.environ[k] for k in ("HAMR_CACHE", "OMP_NUM_THREADS")
+            "argv": sys.argv, "env": {k: os.environ[k] for k in ("HAMR_CACHE", "OMP_NUM_THREADS")
                                       if k in os.environ}}
 
 
@@ -114,12 +116,26 @@ def fmt_ms(mean, std, scale: float = 100.0, digits: int = 1) -> str:
     return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
 
 
+# committed results must not name this machine's folders: the repository becomes ".", the
+# folder beside it (../shared) "..", scratch and home folders $TMPDIR and ~
+_PLACES = [(str(REPO), "."), (str(REPO.parent), ".."), (tempfile.gettempdir(), "$TMPDIR"),
+           (str(Path.home()), "~")]
+
+
+def portable(text: str) -> str:
+    """``text`` with every absolute path under the places above written relative to them."""
+    for prefix, name in _PLACES:
+        if prefix not in ("", "/"):
+            text = re.sub(re.escape(prefix) + r'(?=[/"\s`\]\),]|$)', name, text)
+    return text
+
+
 def write_json(path: Path, obj) -> None:
     """Atomic: a crash mid-write leaves the previous file intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    tmp.write_text(portable(json.dumps(obj, indent=1, default=str)))
     os.replace(tmp, path)
 
 
@@ -132,7 +148,7 @@ def write_text(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-    tmp.write_text(text)
+    tmp.write_text(portable(text))
     os.replace(tmp, path)
 
 
@@ -171,7 +187,7 @@ def save_png(fig, path: Path, provenance: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"Software": "hamr_dist benchmarks",
-            "Description": json.dumps(provenance, default=str)}
+            "Description": portable(json.dumps(provenance, default=str))}
     tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata=meta)
     os.replace(tmp, path)

@@ -37,8 +37,8 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks.common import (RESULTS, Stopwatch, environment, environment_footer,
-                               environment_md, fmt_ms, md_table, mean_std, now_iso, read_json,
-                               save_png, write_json, write_text)
+                               environment_md, fmt_ms, md_table, mean_std, now_iso, portable,
+                               read_json, save_png, write_json, write_text)
 
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 DEFAULT_DATASETS = ("sst5", "hurricane_irma_2017", "mit_restaurant", "tweetner7_2020")
@@ -83,7 +83,8 @@ def make_config(args, data_path: str | None, method: str, seed: int, output_dir:
 
 
 def comparable(cfg: dict) -> dict:
-    return {k: v for k, v in cfg.items() if k not in VOLATILE}
+    # recorded configs hold portable paths (common.portable): compare fresh ones the same way
+    return {k: portable(v) if isinstance(v, str) else v for k, v in cfg.items() if k not in VOLATILE}
 
 
 def class_counts(data) -> dict[str, int]:

@@ -70,3 +70,13 @@ def test_quality_harness_records_failures_and_resumes(tmp_path, monkeypatch):
     assert doc3["seeds"] == [1, 2] and doc3["methods"] == ["ce", "hamr"]
     assert sorted(r["key"] for r in doc3["runs"]) == ["synthetic|ce|1", "synthetic|ce|2", "synthetic|hamr|1"]
     assert doc3["runs_planned"] == 4 and "seeds [1, 2]" in (tmp_path / "res" / "q.md").read_text()
+
+
+def test_results_name_no_machine_folders():
+    import tempfile
+
+    from benchmarks.common import REPO, portable
+    text = json.dumps({"a": str(REPO / "x.py"), "b": str(REPO.parent / "shared" / "d"),
+                       "c": f"{tempfile.gettempdir()}/run", "d": str(REPO) + "-other"})
+    assert json.loads(portable(text)) == {"a": "./x.py", "b": "../shared/d", "c": "$TMPDIR/run",
+                                          "d": f"../{REPO.name}-other"}
