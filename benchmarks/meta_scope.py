@@ -52,8 +52,7 @@ def step_ratios(path: Path) -> tuple[dict, dict | None]:
     for variant, v in doc["variants"].items():
         if variant.startswith("hamr[") and variant.endswith("]"):
             out[variant[5:-1]] = v["ratio_to_ce_median"]
-    return out, {"file": str(path.relative_to(RESULTS.parents[1]) if path.is_absolute()
-                             and RESULTS.parents[1] in path.parents else path),
+    return out, {"file": str(path),   # written through common.portable: no machine folders
                  "device": doc["config"].get("device"), "seq_len": doc["config"].get("seq_len"),
                  "batch_size": doc["config"].get("batch_size"), "environment": doc.get("environment")}
 
@@ -69,10 +68,9 @@ def summarise(args) -> dict:
         per_scope[scope] = {name: s["methods"][method] for name, s in doc["summary"].items()
                             if method in s["methods"]}
     ratios, step_src = step_ratios(args.step_time)
-    datasets = sorted({d for v in per_scope.values() for d in v}, key=lambda d: list(
-        next(iter(docs.values()))["datasets"]).index(d) if docs else 0)
-    rec = recommend(per_scope, args.scopes, datasets, ratios, args.tolerance)
     first = next(iter(docs.values()), None)
+    datasets = list(first["datasets"]) if first else []
+    rec = recommend(per_scope, args.scopes, datasets, ratios, args.tolerance)
     budget = {k: v for k, v in first["budget"].items() if k != "meta_scope"} if first else None
     return {"name": args.name, "updated": now_iso(), "scopes": args.scopes, "datasets": datasets,
             "per_scope": per_scope, "paired_vs": PAIRED_WITH,

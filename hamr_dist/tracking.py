@@ -165,7 +165,7 @@ class Tracker:
                 return fn(*a, **kw)
         except Exception as e:    # noqa: BLE001 -- tracking must never end a training run
             self.active = False
-            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            first = _first_line(e, 300) or type(e).__name__
             log.warning("MLflow tracking is off for this run: %s at %s failed (%s); training "
                         "continues (--no-mlflow or HAMR_MLFLOW=0 silences this)",
                         what, self.uri, first)
@@ -326,9 +326,9 @@ class Tracker:
         if not self.active:
             return
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-        first = (str(exc).strip().splitlines() or [""])[0][:500]
+        first = _first_line(exc, 500)
         self._guard("tagging the error", self.client.set_tag, self.run_id, "hamr.error",
-                    f"{type(exc).__name__}: {first}".rstrip(": "))
+                    f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
         self._guard("closing the run", self.client.set_terminated, self.run_id, status)
 
     def _log_final(self, metrics):
@@ -337,6 +337,11 @@ class Tracker:
         ms = [Metric(k, v, now, 0) for k, v in final_metrics(metrics).items()]
         if ms:
             self.client.log_batch(self.run_id, metrics=ms)
+
+
+def _first_line(e: BaseException, limit: int) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:limit] if lines else ""
 
 
 class _Null:
