@@ -41,6 +41,9 @@ class TrainConfig:
     learning_rate: float = opt(None, "AdamW learning rate (default 3e-5 fine-tuning, 1e-3 with --freeze-encoder)")
     weight_decay: float = opt(0.01, "AdamW weight decay")
     num_train_epochs: int = opt(5, "epochs")
+    max_steps: int = opt(-1, "stop after this many optimizer steps (per worker; -1: off). Overrides "
+                         "--num-train-epochs and sets the learning-rate schedule's length, as in "
+                         "Hugging Face; the last, partial epoch is evaluated and checkpointed")
     per_device_train_batch_size: int = opt(32, "batch size per worker")
     per_device_eval_batch_size: int = opt(128, "evaluation batch size")
     warmup_ratio: float = opt(0.1, "share of steps with linear warm-up, then linear decay")
@@ -113,6 +116,7 @@ class TrainConfig:
         parse_scope(self.meta_scope)
         checks = [
             ("num_train_epochs", self.num_train_epochs >= 1, "must be >= 1"),
+            ("max_steps", self.max_steps == -1 or self.max_steps >= 1, "must be -1 (off) or >= 1"),
             ("per_device_train_batch_size", self.per_device_train_batch_size >= 1, "must be >= 1"),
             ("max_seq_length", self.max_seq_length >= 8, "must be >= 8"),
             ("tau", self.tau > 0, "must be > 0"),

@@ -372,7 +372,10 @@ class Reporter:
         import ray.train
         from .collectives import all_gather_object
         epoch = int(rec["epoch"])
-        last = epoch + 1 >= self.cfg.num_train_epochs
+        if self.cfg.max_steps > 0:         # --max-steps decides the epochs (loop.run_length)
+            last = rec.get("global_step", 0) >= self.cfg.max_steps
+        else:
+            last = epoch + 1 >= self.cfg.num_train_epochs
         need_state = last or (epoch + 1) % self.every == 0
         st = state_thunk() if (need_state or self.check) else None
         steps = self.store.step_times()

@@ -123,6 +123,14 @@ def linear_schedule(opt, warmup: int, total: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, f)
 
 
+def run_length(c, steps_per_epoch: int) -> tuple[int, int]:
+    """(epochs, optimizer steps per worker) of a run. ``--max-steps``, when set, is the number
+    of steps and decides the epochs (the last one possibly partial), as in Hugging Face."""
+    if c.max_steps > 0:
+        return math.ceil(c.max_steps / steps_per_epoch), c.max_steps
+    return c.num_train_epochs, steps_per_epoch * c.num_train_epochs
+
+
 def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Result:
     rt = runtime or Runtime(progress=cfg.progress)
     t0 = time.time()
@@ -139,8 +147,8 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
     ratio = c.oversample_ratio if m.resample else 1.0
     per_rank = len(shard_for_rank(np.arange(math.ceil(ratio * n_train)), 0, rt.world_size,
                                   c.per_device_train_batch_size))
-    steps_per_epoch = math.ceil(per_rank / c.per_device_train_batch_size)
-    total = steps_per_epoch * c.num_train_epochs
+    steps_per_epoch = max(1, math.ceil(per_rank / c.per_device_train_batch_size))
+    num_epochs, total = run_length(c, steps_per_epoch)
     sched = linear_schedule(opt, int(c.warmup_ratio * total), total)
     wnet = wnet_opt = None
     if m.meta:
@@ -184,16 +192,20 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
         model.train()
         if c.freeze_encoder:
             model.encoder.eval()
-        for epoch in range(start_epoch, c.num_train_epochs):
+        for epoch in range(start_epoch, num_epochs):
             # Boost from epoch 1 on: at epoch 0 h is still uniform, so "hardest" would be arbitrary.
             if boost is not None and c.lam > 0 and epoch > 0 and epoch % c.knn_build_freq == 0:
                 store.set_boost(boost(store.hardness()))
             draw = store.draw(epoch, c.seed, ratio, c.tau, c.lam if m.knn else 0.0,
                               uniform=not m.resample)
             mine = shard_for_rank(draw, rt.rank, rt.world_size, c.per_device_train_batch_size)
-            bar = _progress(rt, steps_per_epoch, epoch, c.num_train_epochs)
+            step = epoch * steps_per_epoch    # steps before this epoch (checkpoints are per epoch)
+            bar = _progress(rt, min(steps_per_epoch, total - step), epoch, num_epochs)
             losses_seen, weights_seen, bad = [], [], 0
             for start in range(0, len(mine), c.per_device_train_batch_size):
+                if step >= total:                      # --max-steps reached mid-epoch
+                    break
+                step += 1
                 idx = mine[start:start + c.per_device_train_batch_size]
                 out = train_step(s, model, opt, wnet, wnet_opt, idx, meta_batches, rt)
                 if out is None:                       # non-finite: skipped
@@ -219,6 +231,7 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
                            c.per_device_eval_batch_size)
             h = store.hardness() if m.resample else None
             rec = epoch_record(epoch, losses_seen, weights_seen, dev, store, c, m, h, bad_total)
+            rec["global_step"] = step
             history.append(rec)
             if best is None or dev["macro_f1"] > best["dev"]["macro_f1"]:
                 best = {"epoch": epoch, "dev": dev}
@@ -226,7 +239,7 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
             if bar:
                 bar.close()
             if rt.chief:
-                log.info("epoch %d/%d: loss %.4f, dev macro-F1 %.4f", epoch + 1, c.num_train_epochs,
+                log.info("epoch %d/%d: loss %.4f, dev macro-F1 %.4f", epoch + 1, num_epochs,
                          rec["loss"], dev["macro_f1"])
             tracker.epoch(rec, h)
             if rt.report:
