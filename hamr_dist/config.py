@@ -58,6 +58,15 @@ class TrainConfig:
     wnet_hidden: int = opt(100, "weight network hidden units")
     meta_update_lr: float = opt(None, "alpha of the virtual step (default 2e-4; with --freeze-encoder the head's learning rate)")
     meta_batch_size: int | None = opt(None, "meta-set batch size (default: the train batch size)")
+    meta_every: int = opt(1, "run the meta update every k steps; the steps between are weighted by the "
+                          "current weight network without updating it")
+    meta_reuse: int = opt(1, "scope head, fine-tuned encoder: one meta batch's encoder output serves r "
+                          "meta updates (a new meta batch every r)")
+    meta_fuse: bool = opt(False, "scope head, fine-tuned encoder: the meta batch goes through the encoder "
+                          "in the training batch's forward (one concatenated call)")
+    # precision (Hugging Face names): autocast forward passes, fp32 master weights and sampler state
+    bf16: bool = opt(False, "bfloat16 autocast (CPU, or GPUs from Ampere on)")
+    fp16: bool = opt(False, "float16 autocast with a gradient scaler (CUDA GPUs only)")
     w_min: float = opt(0.1, "lower clip of the normalised weights")
     w_max: float = opt(8.0, "upper clip of the normalised weights")
     gamma: float = opt(0.99, "hardness EMA decay")
@@ -117,6 +126,11 @@ class TrainConfig:
         checks = [
             ("num_train_epochs", self.num_train_epochs >= 1, "must be >= 1"),
             ("max_steps", self.max_steps == -1 or self.max_steps >= 1, "must be -1 (off) or >= 1"),
+            ("meta_every", self.meta_every >= 1, "must be >= 1"),
+            ("meta_reuse", self.meta_reuse >= 1, "must be >= 1"),
+            ("fp16", not (self.fp16 and self.bf16), "excludes --bf16: pass one of them"),
+            ("fp16", not (self.fp16 and self.num_workers > 0 and not self.use_gpu),
+             "needs CUDA GPUs: add --use-gpu, or use --bf16 on CPU workers"),
             ("per_device_train_batch_size", self.per_device_train_batch_size >= 1, "must be >= 1"),
             ("max_seq_length", self.max_seq_length >= 8, "must be >= 8"),
             ("tau", self.tau > 0, "must be > 0"),

@@ -20,13 +20,16 @@ import torch.nn.functional as F
 import yaml
 
 from .. import tracking
+from ..config import parse_scope
 from ..data.tokenize import to_device
 from ..errors import HamrError
 from ..losses import IGNORE, per_sample, position_loss
-from ..meta.step import loss_ratio_weights, meta_step
+from ..meta.schedule import MetaSchedule
+from ..meta.step import current_weights, loss_ratio_weights, meta_step
 from ..meta.weight_net import WeightNet, weight_curve
 from ..sampling.hardness import InMemoryHardness, sampling_entropy, shard_for_rank
 from .evaluate import evaluate
+from .precision import Precision
 from .setup import Setup, build, embedding_texts
 
 log = logging.getLogger("hamr_dist")
@@ -156,6 +159,12 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
         wnet = WeightNet(c.wnet_hidden).to(device)
         wnet_opt = torch.optim.Adam(wnet.parameters(), lr=c.wnet_lr, weight_decay=1e-4)
     meta_batches = MetaBatches(len(s.meta.batches), c.meta_batch_size, c.seed, rt.rank)
+    amp = Precision.for_run(c, device)          # --bf16 / --fp16 (fp32: no-ops)
+    plan = None
+    if m.meta:   # when the meta update runs, where its meta batch's encoder output comes from
+        plan = MetaSchedule(lambda: to_device(s.meta.batches(meta_batches.next()), device),
+                            every=c.meta_every, reuse=c.meta_reuse, fuse=c.meta_fuse,
+                            features_ok=not c.freeze_encoder and parse_scope(c.meta_scope) == "head")
 
     start_epoch, history, best, best_state, bad_total = 0, [], None, None, 0
     if rt.resume:
@@ -170,6 +179,7 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
             st["meta_batches"], list) else st["meta_batches"])
         start_epoch, history, best = st["epoch"] + 1, st["history"], st["best"]
         best_state = st.get("best_state")
+        amp.load_state_dict(st.get("scaler"))
         torch.set_rng_state(st["torch_rng"])
     # MLflow (rank 0; a no-op when off): the run id travels in the state, so a resume continues it
     tracker = tracking.start(c, rank=rt.rank, world_size=rt.world_size, resume=rt.resume)
@@ -185,7 +195,8 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
                 "wnet_opt": wnet_opt.state_dict() if wnet_opt else None,
                 "hardness": store.state_dict(), "meta_batches": meta_batches.state_dict(),
                 "epoch": epoch, "history": history, "best": best, "best_state": best_state,
-                "torch_rng": torch.get_rng_state(), "mlflow_run_id": tracker.run_id}
+                "torch_rng": torch.get_rng_state(), "mlflow_run_id": tracker.run_id,
+                "scaler": amp.state_dict()}
 
     # an error marks the MLflow run FAILED instead of leaving it RUNNING (what was logged stays)
     try:
@@ -207,7 +218,8 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
                     break
                 step += 1
                 idx = mine[start:start + c.per_device_train_batch_size]
-                out = train_step(s, model, opt, wnet, wnet_opt, idx, meta_batches, rt)
+                out = train_step(s, model, opt, wnet, wnet_opt, idx, meta_batches, rt,
+                                 amp=amp, plan=plan, step=step - 1)
                 if out is None:                       # non-finite: skipped
                     bad += 1; bad_total += 1
                     if bad >= c.max_bad_steps:
@@ -227,8 +239,9 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
                     bar.update(1)
                     if bar.n % 10 == 0:
                         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-            dev = evaluate(model, s.dev.batches, s.dev.records, s.dev.encoded.ds, s.data,
-                           c.per_device_eval_batch_size)
+            with amp.autocast():
+                dev = evaluate(model, s.dev.batches, s.dev.records, s.dev.encoded.ds, s.data,
+                               c.per_device_eval_batch_size)
             h = store.hardness() if m.resample else None
             rec = epoch_record(epoch, losses_seen, weights_seen, dev, store, c, m, h, bad_total)
             rec["global_step"] = step
@@ -246,8 +259,9 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
                 rt.report(rec, state)
 
         model.load_state_dict(best_state, strict=False)
-        test = evaluate(model, s.test.batches, s.test.records, s.test.encoded.ds, s.data,
-                        c.per_device_eval_batch_size)
+        with amp.autocast():
+            test = evaluate(model, s.test.batches, s.test.records, s.test.encoded.ds, s.data,
+                            c.per_device_eval_batch_size)
         metrics = {"method": c.method, "task": s.data.task, "best_epoch": best["epoch"],
                    "dev": best["dev"], "test": test, "history": history,
                    "truncated": {k: getattr(s, k).encoded.truncated for k in ("train", "dev", "test")},
@@ -263,12 +277,27 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
         raise
 
 
-def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runtime):
-    """One step; returns (loss, hardness signal or None), or None when skipped as non-finite."""
+def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runtime, *,
+               amp: Precision | None = None, plan: MetaSchedule | None = None,
+               step: int | None = None):
+    """One step; returns (loss, hardness signal or None), or None when skipped as non-finite.
+    ``amp``: mixed precision (default fp32); ``plan``: the meta schedule (``--meta-every``,
+    ``--meta-reuse``, ``--meta-fuse``; default: a meta update with a fresh meta batch every
+    step); ``step``: the run's 0-based step, the phase of ``--meta-every``."""
     c, m = s.cfg, s.method
+    amp = amp or Precision()
     device = next(model.parameters()).device
+    if m.meta and plan is None:
+        plan = MetaSchedule(lambda: to_device(s.meta.batches(meta_batches.next()), device))
+    if plan is not None and step is not None:
+        plan.step = step
     batch = to_device(s.train.batches(idx), device)
-    logits = model(batch)
+    if plan is not None:
+        logits = plan.forward(model, batch, amp.autocast)
+    else:
+        with amp.autocast():
+            logits = model(batch)
+    logits = logits.float()                   # losses, weights and hardness stay fp32
     labels = batch["labels"]
     pos = position_loss(m.loss, logits, labels, s.class_weights)
     ner = logits.dim() == 3
@@ -278,12 +307,16 @@ def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runt
         opt.zero_grad(set_to_none=True)
         return None
     signal = None
-    if m.meta:
-        meta = to_device(s.meta.batches(meta_batches.next()), device)
-        r = meta_step(model, wnet, wnet_opt, train_l, meta, meta_ce, s.scope_names,
-                      alpha=c.meta_update_lr, kind=m.meta, w_min=c.w_min, w_max=c.w_max,
+    if m.meta and plan.due:
+        r = meta_step(model, wnet, wnet_opt, train_l, plan.meta_batch(model, amp.autocast),
+                      meta_ce, s.scope_names, alpha=c.meta_update_lr, kind=m.meta,
+                      w_min=c.w_min, w_max=c.w_max,
                       sync=rt.all_reduce_mean if rt.world_size > 1 else None,
-                      signal=hard if ner else None)
+                      signal=hard if ner else None, autocast=amp.autocast, scaler=amp.scaler)
+    elif m.meta:                      # --meta-every k: the current f_theta, no meta update
+        r = current_weights(wnet, train_l, kind=m.meta, w_min=c.w_min, w_max=c.w_max,
+                            signal=hard if ner else None)
+    if m.meta:
         loss = (r.w_post * train_l).mean()
         signal = r.w_post
     else:
@@ -291,16 +324,19 @@ def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runt
         if m.resample:
             signal = loss_ratio_weights(hard, c.w_min, c.w_max)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    amp.backward(loss)                       # fp16: the scaled loss
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     if rt.world_size > 1:
         rt.all_reduce_mean(grads)
+    amp.unscale(opt)                         # clip the true gradients
     norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None],
                                           c.max_grad_norm)
     if not torch.isfinite(norm):
         opt.zero_grad(set_to_none=True)
+        amp.update()                         # fp16 overflow: a smaller scale next step
         return None
-    opt.step()
+    amp.step(opt)
+    amp.update()
     return float(loss.detach()), signal
 
 
