@@ -32,21 +32,31 @@ def focal(logits, labels, gamma: float = 2.0) -> torch.Tensor:
     return -((1 - p) ** gamma) * logp * (labels != IGNORE)
 
 
-def dice(logits, labels, alpha: float = 1.0, smooth: float = 1.0) -> torch.Tensor:
-    """Self-adjusting Dice loss per position (Li et al., ACL 2020), with p the gold-class prob:
-    1 - (2 (1-p)^alpha p + smooth) / ((1-p)^alpha p + 1 + smooth)."""
-    p = _gold_prob(logits, labels)
-    q = ((1 - p) ** alpha) * p
-    return (1 - (2 * q + smooth) / (q + 1 + smooth)) * (labels != IGNORE)
+def dice(logits, labels, alpha: float = 0.01, smooth: float = 1e-4) -> torch.Tensor:
+    """Self-adjusting Dice loss per position (Li et al., ACL 2020), as their released code
+    computes it for C classes: with q_c = (1 - p_c)^alpha p_c the softmax probability damped for
+    easy positions, y_c the one-hot gold label and sums Q_c, Y_c over the batch's labelled
+    positions, a position's loss is sum_c 1 - (2 q_c y_c + smooth) / (Q_c + Y_c + smooth).
+    The batch sums make it F1-like (a set-level Dice); a position's loss falls as its gold
+    probability rises (up to p = 1/(1+alpha), where the damping takes over)."""
+    mask = (labels != IGNORE).unsqueeze(-1).to(logits.dtype)
+    p = logits.softmax(-1) * mask
+    y = F.one_hot(labels.clamp_min(0), logits.shape[-1]).to(logits.dtype) * mask
+    q = (1 - p).clamp_min(0) ** alpha * p
+    dims = tuple(range(q.dim() - 1))
+    denom = q.sum(dims) + y.sum(dims) + smooth                    # [C]
+    per_class = 1 - (2 * q * y + smooth) / denom
+    return (per_class * mask).sum(-1)
 
 
-def position_loss(kind: str, logits, labels, class_weights=None) -> torch.Tensor:
+def position_loss(kind: str, logits, labels, class_weights=None, *, dice_alpha: float = 0.01,
+                  dice_smooth: float = 1e-4) -> torch.Tensor:
     if kind == "ce":
         return token_ce(logits, labels, class_weights)
     if kind == "focal":
         return focal(logits, labels)
     if kind == "dice":
-        return dice(logits, labels)
+        return dice(logits, labels, dice_alpha, dice_smooth)
     raise ValueError(f"unknown loss {kind!r}")
 
 

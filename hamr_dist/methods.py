@@ -11,6 +11,13 @@
 | hamr-no-resample  | CE    | -             | HAMR (z-score)   | uniform permutation  | -                  |
 | hamr-no-meta      | CE    | -             | -                | hardness + kNN boost | clip(l/mean_B l)   |
 | hamr-no-knn       | CE    | -             | HAMR (z-score)   | hardness, lambda = 0 | w_post             |
+| hamr-cb           | CE    | -             | HAMR (z-score)   | class prior x hardness + kNN | w_post     |
+| lnr               | CE    | -             | -                | uniform permutation  | -                  |
+
+hamr-cb is ours, not the paper's: the draw is p_i ~ n_c(i)^-power (h_i+eps)^tau (1 + lambda b_i),
+a class-balanced prior that the hardness refines within and across classes. lnr (Hu et al.,
+ICML 2025) trains CE on labels re-balanced once, after a CE warm-up, by flipping majority-class
+samples that the model finds close to a rarer class (classification only).
 """
 from __future__ import annotations
 
@@ -27,6 +34,8 @@ class Method:
     meta: str | None = None       # None | "hamr" | "mwn"
     resample: bool = False        # hardness-driven sampler instead of a uniform permutation
     knn: bool = False             # neighbourhood boost (lambda > 0)
+    class_prior: bool = False     # sampling prior n_c^-power (hamr-cb)
+    relabel: str | None = None    # None | "lnr"
 
     @property
     def tracks_hardness(self) -> bool:
@@ -43,6 +52,8 @@ METHODS = {m.name: m for m in [
     Method("hamr-no-resample", meta="hamr"),
     Method("hamr-no-meta", resample=True, knn=True),
     Method("hamr-no-knn", meta="hamr", resample=True),
+    Method("hamr-cb", meta="hamr", resample=True, knn=True, class_prior=True),
+    Method("lnr", relabel="lnr"),
 ]}
 
 

@@ -46,8 +46,36 @@ def test_focal_and_dice_hand_values():
     y = torch.tensor([1])
     p = 0.75
     torch.testing.assert_close(focal(logits, y), torch.tensor([-(1 - p) ** 2 * math.log(p)]))
-    q = (1 - p) * p
-    torch.testing.assert_close(dice(logits, y), torch.tensor([1 - (2 * q + 1) / (q + 1 + 1)]))
+    # Li et al.'s released form, one sample, two classes, alpha 0.5, smooth 0.1:
+    # q = (1-p)^a p per class, batch sums Q_c = q_c and Y = (0, 1)
+    a, s = 0.5, 0.1
+    q0, q1 = (1 - 0.25) ** a * 0.25, (1 - p) ** a * p
+    want = (1 - s / (q0 + 0 + s)) + (1 - (2 * q1 + s) / (q1 + 1 + s))
+    torch.testing.assert_close(dice(logits, y, alpha=a, smooth=s), torch.tensor([want]))
+
+
+def test_dice_falls_as_the_gold_probability_rises():
+    """The old per-sample form 1 - (2(1-p)p + 1)/((1-p)p + 2) was smallest at p = 0.5."""
+    def loss(p_gold, alpha):
+        logits = torch.tensor([[math.log(1 - p_gold), math.log(p_gold)]])
+        return dice(logits, torch.tensor([1]), alpha=alpha, smooth=1e-4).item()
+    for alpha in (0.0, 0.01):
+        vals = [loss(p, alpha) for p in (0.3, 0.5, 0.7, 0.9, 0.98)]
+        assert all(b < a for a, b in zip(vals, vals[1:])), (alpha, vals)
+    # gold-class term alone at alpha 0: 1 - (2p + s)/(p + 1 + s), 0.0101 at p = 0.98
+    assert abs(loss(0.98, 0.0) - (1 - (2 * 0.98 + 1e-4) / (1.98 + 1e-4))
+               - (1 - 1e-4 / (0.02 + 1e-4))) < 1e-5
+
+
+def test_dice_batch_sums_couple_the_samples():
+    """The denominators are batch sums: a sample's loss depends on the other samples, and
+    ignored positions (-100) take no part."""
+    logits = torch.tensor([[0.0, 1.0], [2.0, 0.0]])
+    alone = dice(logits[:1], torch.tensor([1]))
+    both = dice(logits, torch.tensor([1, 0]))
+    assert not torch.allclose(alone, both[:1])
+    masked = dice(logits, torch.tensor([1, -100]))
+    torch.testing.assert_close(masked, torch.cat([alone, torch.zeros(1)]))
 
 
 def test_icf_weights():

@@ -1,0 +1,59 @@
+"""Which class (NER: which entity types) each training sample belongs to.
+
+Used twice: the draw diagnostics compare each class's share of the epoch draw with its share
+of the training set, and ``hamr-cb`` turns the class sizes into a sampling prior.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class SampleGroups:
+    names: list[str]              # class names (NER: entity types)
+    member: np.ndarray            # [N, G] bool: sample i belongs to / contains group g
+    primary: np.ndarray           # [N] int: one group per sample, -1 for none (NER: no entity)
+
+    def train_share(self) -> np.ndarray:
+        return self.member.mean(0)
+
+    def draw_share(self, draw: np.ndarray) -> np.ndarray:
+        draw = np.asarray(draw, dtype=np.int64)
+        return self.member[draw].mean(0) if draw.size else np.zeros(len(self.names))
+
+
+def sample_groups(records, task: str, label_names) -> SampleGroups:
+    """CLS: the label. NER: every entity type a sentence contains (B- tags); its primary group
+    is the rarest of them (by sentences containing it), so a sentence with a rare entity counts
+    for that entity."""
+    if task == "cls":
+        y = np.asarray([r["label"] for r in records], dtype=np.int64)
+        member = np.zeros((len(y), len(label_names)), dtype=bool)
+        member[np.arange(len(y)), y] = True
+        return SampleGroups(list(label_names), member, y)
+    types = sorted({n[2:] for n in label_names if n[:2] in ("B-", "I-")})
+    col = {t: j for j, t in enumerate(types)}
+    tag_type = [col.get(n[2:]) if n[:2] in ("B-", "I-") else None for n in label_names]
+    member = np.zeros((len(records), len(types)), dtype=bool)
+    for i, r in enumerate(records):
+        for t in r["tags"]:
+            j = tag_type[t]
+            if j is not None:
+                member[i, j] = True
+    counts = member.sum(0)
+    rank = np.where(member, counts[None, :], np.iinfo(np.int64).max)
+    primary = np.where(member.any(1), rank.argmin(1), -1)
+    return SampleGroups(types, member, primary)
+
+
+def class_prior(groups: SampleGroups, power: float) -> np.ndarray:
+    """Per-sample prior n_g^-power of the sample's primary group g (samples without a group
+    form one group of their own), rescaled to mean 1. With power 1 every group gets the same
+    share of the draw; 0.5 is square-root sampling; 0 is no prior."""
+    g = groups.primary.copy()
+    g[g < 0] = len(groups.names)
+    n_g = np.bincount(g, minlength=len(groups.names) + 1).astype(np.float64)
+    prior = n_g[g] ** -float(power)
+    return prior / prior.mean()

@@ -1,0 +1,66 @@
+"""Per-epoch evidence that HAMR acts (issue 9): the draw, the hardness and the weights.
+
+Rank 0 computes these after each epoch; what needs the whole h comes from the hardness store
+(the actor under Ray), the rest from the epoch's draw, the weights the rank saw, and the loss
+of a fixed probe subset under the current model.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data.tokenize import to_device
+from ..losses import per_sample, token_ce
+from ..sampling.diagnostics import draw_stats, probe_indices, spearman, weight_stats
+from ..sampling.groups import class_prior, sample_groups
+
+
+def hardness_options(s) -> dict:
+    """InMemoryHardness options of a run (the actor gets the same at ``begin``)."""
+    c = s.cfg
+    opts = {"rule": c.hardness_rule, "epoch_gamma": c.hardness_epoch_gamma}
+    if s.method.class_prior:
+        groups = sample_groups(s.train.records, s.data.task, s.data.label_names)
+        opts["prior"] = class_prior(groups, c.class_prior_power).astype(np.float32)
+    return opts
+
+
+@torch.no_grad()
+def probe_losses(model, batches, idx: np.ndarray, batch_size: int) -> np.ndarray:
+    """HAMR's per-sample loss l_i (CLS: CE; NER: the sentence's max token CE), eval mode."""
+    was = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    try:
+        for i in range(0, len(idx), batch_size):
+            b = to_device(batches(idx[i:i + batch_size]), device)
+            logits = model(b).float()
+            pos = token_ce(logits, b["labels"])
+            out.append(per_sample(pos, b["labels"], "max").cpu().numpy())
+    finally:
+        model.train(was)
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+class EpochDiagnostics:
+    def __init__(self, s):
+        self.s = s
+        self.groups = sample_groups(s.train.records, s.data.task, s.data.label_names)
+        self.probe = probe_indices(len(s.train.batches), s.cfg.probe_size, s.cfg.seed)
+
+    def __call__(self, model, store, draw, h, weights, tau: float, lam: float) -> tuple[dict, dict]:
+        """(flat numbers, per-class draw/train shares) of one finished epoch."""
+        c = self.s.cfg
+        flat, shares = draw_stats(draw, len(self.s.train.batches), self.groups)
+        if weights is not None and len(weights):
+            flat.update(weight_stats(torch.cat(weights).numpy(), c.w_min, c.w_max))
+        if h is not None:
+            flat.update(store.stats(tau, lam))
+            if len(self.probe) > 1:
+                frozen = c.freeze_encoder
+                l = probe_losses(model, self.s.train.batches, self.probe, c.per_device_eval_batch_size)
+                if frozen:
+                    model.encoder.eval()
+                flat["spearman_h_loss"] = spearman(h[self.probe], l)
+        return flat, shares
