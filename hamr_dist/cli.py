@@ -15,7 +15,8 @@ import types
 import typing
 from pathlib import Path
 
-from .config import FIELDS, TrainConfig, load_yaml
+from . import __version__
+from .config import FIELDS, TrainConfig, apply_preset, load_yaml
 from .errors import ConfigError, HamrError
 
 log = logging.getLogger("hamr_dist")
@@ -35,6 +36,8 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = f.default
         help_ = f.metadata["help"] + ("" if default is None else f" (default: {default})")
+        if f.metadata.get("choices"):
+            help_ += "; one of: " + ", ".join(map(str, f.metadata["choices"]))
         if t is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                            help=help_)
@@ -46,6 +49,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values = load_yaml(args.config) if getattr(args, "config", None) else {}
     values.update({k: v for k, v in vars(args).items() if k in FIELDS})
+    values = apply_preset(values)
     if not values.get("data") and "freeze_encoder" not in values:
         # The built-in demo must finish in minutes on a laptop CPU: head-only on cached features.
         log.info("no --data: training on the built-in synthetic corpus with --freeze-encoder "
@@ -64,7 +68,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args) -> int:
+    from .outputs import lock_output_dir
     cfg = config_from_args(args)
+    # before any work: a folder that cannot be written fails now, not after training, and a
+    # second run into the same folder refuses (or waits, --overwrite-output-dir)
+    lock_output_dir(cfg.output_dir, wait=args.overwrite_output_dir)
     if cfg.num_workers > 0:
         from .distributed.trainer import train_distributed
         res = train_distributed(cfg)
@@ -72,42 +80,72 @@ def cmd_train(args) -> int:
         from .train.loop import train
         res = train(cfg)
     m = res.metrics
-    print(f"method {m['method']} ({m['task']}): best epoch {m['best_epoch'] + 1}, "
+    print(f"method {m['method']} ({m['task']}): best epoch {m['best_epoch']}, "
           f"dev macro-F1 {m['dev']['macro_f1']:.4f}, test macro-F1 {m['test']['macro_f1']:.4f}")
     print(f"outputs in {res.output_dir.resolve()} (metrics.json, model, label_map.json, config.yaml)")
     return 0
 
 
+def _blank(item) -> bool:
+    return item is None or (isinstance(item, str) and not item.strip()) or (
+        isinstance(item, list) and not item)
+
+
 def _read_inputs(args) -> list:
+    """The items to label, one per input line: a blank line is None (it gets an output line
+    with prediction null, so output line i always answers input line i)."""
     if args.text:
+        for i, t in enumerate(args.text, 1):
+            if not t.strip():
+                raise ConfigError(f"--text: text {i} is empty; give non-empty texts (training "
+                                  f"refuses empty texts too)")
         return list(args.text)
     path = Path(args.input)
     if not path.is_file():
         raise ConfigError(f"input file {path} not found (pass a .txt or .jsonl file to --input)")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if path.suffix == ".jsonl":
-        items = []
-        for i, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}:{i}: invalid JSON ({e.msg})") from None
-            items.append(obj.get("tokens", obj.get("text")) if isinstance(obj, dict) else obj)
-        return items
-    return [l for l in lines if l.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"input file {path} is not UTF-8 text (byte {e.start}); re-save it "
+                          f"as UTF-8") from None
+    if not text.strip():
+        raise ConfigError(f"input file {path} is empty; write one text (or JSON object) per line")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":          # the final newline ends the last line, adds none
+        lines.pop()
+    if path.suffix != ".jsonl":
+        return [l.rstrip("\r") if l.strip() else None for l in lines]
+    items = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            items.append(None)
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}:{i}: invalid JSON ({e.msg})") from None
+        item = obj.get("tokens", obj.get("text")) if isinstance(obj, dict) else obj
+        if not isinstance(item, (str, list)):
+            raise ConfigError(f"{path}:{i}: expected a string, a token list or an object with "
+                              f"\"text\" or \"tokens\"")
+        items.append(None if _blank(item) else item)
+    return items
 
 
 def cmd_predict(args) -> int:
     from .predict import Predictor
-    pred = Predictor(args.model_dir)
     items = _read_inputs(args)
+    pred = Predictor(args.model_dir)
+    keep = [i for i, x in enumerate(items) if x is not None]
+    labels = dict(zip(keep, pred([items[i] for i in keep])))
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    for item, label in zip(items, pred(items)):
-        out.write(json.dumps({"input": item, "prediction": label}, ensure_ascii=False) + "\n")
-    if args.output:
-        out.close()
+    try:
+        for i, item in enumerate(items):
+            out.write(json.dumps({"input": item if item is not None else "",
+                                  "prediction": labels.get(i)}, ensure_ascii=False) + "\n")
+    finally:
+        if args.output:
+            out.close()
     return 0
 
 
@@ -126,14 +164,52 @@ def cmd_embed(args) -> int:
     return 0
 
 
+def _size(path: Path) -> tuple[int, int]:
+    files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else []
+    return sum(f.stat().st_size for f in files), len(files)
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def cmd_cache(args) -> int:
+    """What the cache holds (cached encoder features, sentence embeddings, rescued outputs),
+    or, with --clear, remove it."""
+    import shutil
+    from .train.features import cache_root
+    root = cache_root(args.cache_dir)
+    if args.clear:
+        size, n = _size(root)
+        shutil.rmtree(root, ignore_errors=True)
+        print(f"removed {root} ({_human(size)} in {n} files)")
+        return 0
+    total, count = _size(root)
+    print(f"cache {root}: {_human(total)} in {count} files")
+    if root.is_dir():
+        for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+            size, n = _size(sub)
+            print(f"  {sub.name + '/':<12} {_human(size):>9}  {n} files")
+    print("clear it with: hamr cache --clear" + (f" --cache-dir {args.cache_dir}"
+                                                 if args.cache_dir else ""))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hamr", description="HAMR (Hardness-Aware Meta-Resample) for "
                                 "imbalanced text classification and NER.")
+    p.add_argument("--version", action="version", version=f"hamr {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="fine-tune an encoder with HAMR or a baseline",
                        description="Train on a dataset folder, a HF dataset, or (no --data) the "
                        "built-in synthetic corpus.")
     t.add_argument("--config", help="YAML file of options (names as the flags, - or _)")
+    t.add_argument("--overwrite-output-dir", action="store_true",
+                   help="when another run is writing --output-dir, wait for it to end and then "
+                        "write over its outputs (default: refuse at once, naming its pid)")
     add_config_flags(t)
     t.set_defaults(func=cmd_train)
 
@@ -145,16 +221,55 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--output", help="write JSON lines here instead of stdout")
     pr.set_defaults(func=cmd_predict)
 
-    e = sub.add_parser("embed", help="compute (and cache) sentence embeddings of a training set")
+    e = sub.add_parser("embed", help="compute (and cache) sentence embeddings of a training set",
+                       description="Embed the training texts of a dataset with the sentence "
+                       "embedder that HAMR's neighbour boost uses, write them to a .npy file and "
+                       "keep them in the cache, so later runs on this dataset skip the step.")
     e.add_argument("--data", required=True, help="dataset folder or HF dataset")
     e.add_argument("--embedder", help="sentence embedder (default: bundled all-MiniLM-L6-v2)")
     e.add_argument("--output", default="embeddings.npy", help="where to write the .npy (default: embeddings.npy)")
     e.add_argument("--cache-dir", help="embedding cache (default $HAMR_CACHE or ~/.cache/hamr_dist)")
     e.set_defaults(func=cmd_embed)
 
+    c = sub.add_parser("cache", help="show the size of the feature/embedding cache, or clear it",
+                       description="The cache keeps encoder features (--freeze-encoder) and "
+                       "sentence embeddings (the neighbour boost) per dataset and model, so later "
+                       "runs skip computing them; it also holds outputs rescued when output_dir "
+                       "could not be written. Everything in it can be recomputed.")
+    c.add_argument("--clear", action="store_true", help="delete the cache folder")
+    c.add_argument("--cache-dir", help="cache folder (default $HAMR_CACHE or ~/.cache/hamr_dist)")
+    c.set_defaults(func=cmd_cache)
+
     from .tune import add_tune_parser      # hamr tune: Ray Tune sweeps
     add_tune_parser(sub, add_config_flags)
+    underscore_aliases(p)
     return p
+
+
+def underscore_aliases(p: argparse.ArgumentParser, seen=None) -> None:
+    """Accept ``--output_dir`` for ``--output-dir`` (and so on for every flag of every
+    subcommand), as Hugging Face's argument parser does; the aliases stay out of ``--help``."""
+    seen = set() if seen is None else seen
+    if id(p) in seen:
+        return
+    seen.add(id(p))
+    for a in list(p._actions):
+        if isinstance(a, argparse._SubParsersAction):
+            for sp in a.choices.values():
+                underscore_aliases(sp, seen)
+            continue
+        for s in list(a.option_strings):
+            if not s.startswith("--") or "-" not in s[2:]:
+                continue
+            alias = "--" + s[2:].replace("-", "_")
+            if alias in p._option_string_actions:
+                continue
+            if isinstance(a, argparse.BooleanOptionalAction) and s.startswith("--no-"):
+                # the action tells on from off by the "--no-" prefix: off needs its own action
+                p.add_argument(alias, dest=a.dest, action="store_const", const=False,
+                               default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+            else:
+                p._option_string_actions[alias] = a
 
 
 def main(argv=None) -> int:
@@ -175,8 +290,14 @@ def main(argv=None) -> int:
     except HamrError as e:
         print(f"hamr: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("hamr: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        run_name = getattr(e, "run_name", None)     # a Ray run: its checkpoints resume it
+        if run_name:
+            from .distributed.trainer import resume_command
+            cmd = resume_command(sys.argv[1:] if argv is None else list(argv), run_name)
+            print(f"hamr: interrupted; resume with: {cmd}", file=sys.stderr)
+        else:
+            print("hamr: interrupted", file=sys.stderr)
         return 130
 
 

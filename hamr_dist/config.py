@@ -31,6 +31,8 @@ class TrainConfig:
     output_dir: str = opt("outputs/run", "where the model, metrics.json and logs are written")
     method: str = opt("hamr", "training method", list(METHODS))
     freeze_encoder: bool = opt(False, "cache encoder features once and train only the head (fast CPU regime)")
+    save_encoder: bool = opt(False, "with --freeze-encoder: copy the unchanged encoder into output_dir "
+                             "(a self-contained model); default: keep its path and fingerprint")
     max_seq_length: int = opt(128, "max sub-tokens per text; longer inputs are truncated (and counted)")
     pooling: str = opt("mean", "sentence representation for classification", ["mean", "cls"])
     head_hidden: int = opt(256, "hidden units of the MLP head (0: a linear head)")

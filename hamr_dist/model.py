@@ -1,12 +1,11 @@
 """Encoder + head. One module for classification and NER, fine-tuned or on cached features.
 
 The encoder is any Hugging Face ``AutoModel``; the head is ours (an MLP), so the same head
-trains on live encoder outputs or on cached features (``--freeze-encoder``). Saved with
-``save_pretrained`` for the encoder and tokenizer plus ``head.pt`` and ``hamr_model.json``.
+trains on live encoder outputs or on cached features (``--freeze-encoder``). How a trained
+model is saved and read back: ``export.py``.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -17,22 +16,25 @@ from torch import nn
 from .embeddings import default_model_path as default_model
 from .errors import ConfigError
 
-HEAD_FILE, META_FILE = "head.pt", "hamr_model.json"
+from .export import HEAD_FILE, META_FILE  # noqa: F401 -- their historical home
 
 
-def load_encoder(name: str | None, eager: bool):
+def load_encoder(name: str | None, eager: bool, flag: str = "--model"):
     """AutoTokenizer + AutoModel; eager attention when a step differentiates twice (SDPA kernels
     have no double backward)."""
     from transformers import AutoModel, AutoTokenizer
+    from .hub import check_model_source
+    if name:
+        check_model_source(name, flag)
     name = name or default_model()
     kwargs = {"attn_implementation": "eager"} if eager else {}
     try:
         tok = AutoTokenizer.from_pretrained(name)
         enc = AutoModel.from_pretrained(name, **kwargs).float()   # fp32 master weights, whatever was saved
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0][:200]
+    except Exception as e:   # noqa: BLE001 -- OSError, ValueError, a broken safetensors file...
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise ConfigError(f"model {name!r} could not be loaded ({first}); pass a local HF model "
-                          f"folder or a hub name to --model") from None
+                          f"folder or a hub name to {flag}") from None
     return tok, enc
 
 
@@ -80,29 +82,18 @@ class HamrModel(nn.Module):
         feats = batch["features"] if "features" in batch else self.encode(batch)
         return self.head(feats)
 
-    def save(self, out_dir: str | Path, tokenizer, label_names, extra: dict | None = None):
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        self.encoder.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        torch.save(self.head.state_dict(), out / HEAD_FILE)
-        meta = {"task": self.task, "label_names": list(label_names), "pooling": self.pooling,
-                **self.head_cfg, **(extra or {})}
-        (out / META_FILE).write_text(json.dumps(meta, indent=2))
+    def save(self, out_dir: str | Path, tokenizer, label_names, extra: dict | None = None,
+             encoder_ref: str | None = None):
+        """Write the trained model to ``out_dir`` (see ``export.save``); ``encoder_ref``: the
+        frozen encoder's path or hub name, kept as a reference instead of a copy."""
+        from .export import save
+        save(self, out_dir, tokenizer, label_names, extra, encoder_ref)
 
 
 def load_trained(path: str | Path):
-    """(model, tokenizer, meta) from an output directory written by ``HamrModel.save``."""
-    path = Path(path)
-    if not (path / META_FILE).is_file():
-        raise ConfigError(f"{path} is not a trained hamr output directory (no {META_FILE}); "
-                          f"pass the output_dir of a finished 'hamr train'")
-    meta = json.loads((path / META_FILE).read_text())
-    tok, enc = load_encoder(str(path), eager=False)
-    model = HamrModel(enc, meta["task"], len(meta["label_names"]), meta["head_hidden"],
-                      meta["dropout"], meta["pooling"], meta["dim"])
-    model.head.load_state_dict(torch.load(path / HEAD_FILE, map_location="cpu"))
-    return model.eval(), tok, meta
+    """(model, tokenizer, meta) from an output directory of ``hamr train`` (any version)."""
+    from .export import load
+    return load(path)
 
 
 _LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")

@@ -16,6 +16,8 @@ class Predictor:
 
     @torch.no_grad()
     def __call__(self, items: list) -> list:
+        if not items:
+            return []
         if self.task == "cls":
             recs = [{"text": str(x), "label": 0} for x in items]
         else:

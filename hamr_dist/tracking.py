@@ -6,9 +6,10 @@ after every epoch and :meth:`Tracker.finish` after writing the outputs. What is 
 - parameters: the resolved ``TrainConfig`` (one param per field); tags ``hamr.method``,
   ``hamr.task``, ``hamr.world_size``, ``hamr.output_dir`` and, under Ray Train,
   ``hamr.ray_run_name``;
-- per epoch (step = epoch): every number of the epoch record (``loss``, ``dev_macro_f1``,
-  ``weight_mean``/``weight_std``, ``boosted_share``, ``sampling_entropy``, ``hardness_mean``/
-  ``hardness_std``, ``skipped_steps``) and ``dev_f1_<class>`` for every class / entity type;
+- per epoch (step = the epoch number, counted from 1 like everything a user reads): every
+  number of the epoch record (``loss``, ``dev_macro_f1``, ``weight_mean``/``weight_std``,
+  ``boosted_share``, ``sampling_entropy``, ``hardness_mean``/``hardness_std``,
+  ``skipped_steps``) and ``dev_f1_<class>`` for every class / entity type;
 - at the end: ``test_macro_f1``, ``test_accuracy`` or ``test_micro_f1``, ``test_f1_<class>``,
   ``best_epoch``, ``best_dev_macro_f1``, ``wall_time_s``; the artifacts ``metrics.json``,
   ``config.yaml``, ``label_map.json``, ``weight_curve.json``, ``hardness_hist.json`` and (with
@@ -44,11 +45,12 @@ import numpy as np
 
 log = logging.getLogger("hamr_dist")
 
-__all__ = ["Tracker", "NULL", "start", "enabled", "tracking_uri", "RUN_FILE", "ENV_SWITCH"]
+__all__ = ["Tracker", "NULL", "start", "enabled", "tracking_uri", "store_lock", "RUN_FILE", "ENV_SWITCH"]
 
 ENV_SWITCH = "HAMR_MLFLOW"
 RUN_FILE = "mlflow_run.json"
 RAY_RUN_TAG = "hamr.ray_run_name"
+STOPPED_TAG = "hamr.stopped_early"     # value: the epoch after which a sweep's scheduler stopped it
 # (max retries, timeout s, backoff factor): the first call, then all others
 PROBE_HTTP = (0, 3, 0)
 CALL_HTTP = (1, 10, 1)
@@ -183,10 +185,9 @@ class Tracker:
             logging.getLogger(name).setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient
         cfg = self.cfg
-        if self.uri.startswith("sqlite:///"):
-            Path(self.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        self.client = c = MlflowClient(tracking_uri=self.uri)
-        self.experiment_id = self._experiment(cfg.experiment_name or "hamr")
+        with store_lock(self.uri):
+            self.client = c = MlflowClient(tracking_uri=self.uri)
+            self.experiment_id = self._experiment(cfg.experiment_name or "hamr")
         ray_name = _ray_run_name()
         run_id = (resume or {}).get("mlflow_run_id")
         if run_id is None and ray_name:
@@ -322,8 +323,15 @@ class Tracker:
 
     def fail(self, exc: BaseException) -> None:
         """The run ended by an error: tag it and mark it FAILED (KILLED for Ctrl-C), so it does
-        not stay RUNNING; everything logged so far stays. A resume reopens it as RUNNING."""
+        not stay RUNNING; everything logged so far stays. A resume reopens it as RUNNING.
+        A :class:`StoppedEarly` (a sweep's scheduler ended the trial) is no error: FINISHED,
+        tagged ``hamr.stopped_early``."""
         if not self.active:
+            return
+        if isinstance(exc, StoppedEarly):
+            self._guard("tagging the early stop", self.client.set_tag, self.run_id,
+                        STOPPED_TAG, str(exc.epoch))
+            self._guard("closing the run", self.client.set_terminated, self.run_id, "FINISHED")
             return
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         first = _first_line(exc, 500)
@@ -337,6 +345,76 @@ class Tracker:
         ms = [Metric(k, v, now, 0) for k, v in final_metrics(metrics).items()]
         if ms:
             self.client.log_batch(self.run_id, metrics=ms)
+
+
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """Serialise opening a sqlite store across processes. Its first use creates the schema
+    (alembic migrations); two runs or sweep trials doing that at once race, and the loser
+    used to lose its tracking. An exclusive ``flock`` on ``<db>.lock`` makes the second wait
+    until the first has created the schema and the experiment."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class StoppedEarly(Exception):
+    """A sweep's scheduler (ASHA) stopped this trial after ``epoch`` epochs: not a failure."""
+
+    def __init__(self, epoch: int):
+        super().__init__(f"stopped early by the sweep's scheduler after epoch {epoch}")
+        self.epoch = epoch
+
+
+def settle_runs(uri: str, experiment_name: str, filter_string: str, status: str,
+                tags: dict | None = None) -> int:
+    """Close the runs matching ``filter_string`` that are still RUNNING (or were closed by the
+    exit of a stopped trial, ``hamr.error`` SystemExit) with ``status`` and ``tags``: for runs
+    whose process was killed before it could close them (Ctrl-C on a Ray run, a sweep trial).
+    Returns how many; never raises (one warning)."""
+    try:
+        from mlflow.tracking import MlflowClient
+        with _http_limits(*CALL_HTTP):
+            c = MlflowClient(tracking_uri=uri)
+            exp = c.get_experiment_by_name(experiment_name or "hamr")
+            if exp is None:
+                return 0
+            done = 0
+            for run in c.search_runs([exp.experiment_id], filter_string=filter_string):
+                stale = run.info.status == "FAILED" and str(
+                    run.data.tags.get("hamr.error", "")).startswith("SystemExit")
+                if run.info.status != "RUNNING" and not stale:
+                    continue
+                if stale:
+                    c.delete_tag(run.info.run_id, "hamr.error")
+                for k, v in (tags or {}).items():
+                    c.set_tag(run.info.run_id, k, str(v))
+                c.set_terminated(run.info.run_id, status)
+                done += 1
+            return done
+    except Exception as e:   # noqa: BLE001 -- bookkeeping must never fail the caller
+        log.warning("MLflow: could not mark runs %s at %s (%s)", status, uri,
+                    _first_line(e, 300) or type(e).__name__)
+        return 0
+
+
+def close_ray_run(cfg, ray_run_name: str, status: str, error: str | None = None) -> int:
+    """Close the MLflow run of the Ray Train run ``ray_run_name`` (found by its tag) from the
+    driver, when its rank 0 was killed before it could (no-op with tracking off)."""
+    if not enabled(cfg):
+        return 0
+    tags = {"hamr.error": error} if error else {}
+    return settle_runs(tracking_uri(cfg), cfg.experiment_name,
+                       f"tags.`{RAY_RUN_TAG}` = '{ray_run_name}'", status, tags)
 
 
 def _first_line(e: BaseException, limit: int) -> str:
@@ -413,7 +491,7 @@ def make_plots(out: Path, metrics: dict, setup=None) -> list[Path]:
         cmap = plt.get_cmap("viridis")
         n = max(1, len(hist["epochs"]) - 1)
         for i, e in enumerate(sorted(hist["epochs"], key=lambda e: e["epoch"])):
-            ax.step(mids, e["counts"], where="mid", color=cmap(i / n), label=f"epoch {e['epoch'] + 1}")
+            ax.step(mids, e["counts"], where="mid", color=cmap(i / n), label=f"epoch {e['epoch']}")
         ax.set_xlabel("hardness h (EMA of post-meta weights)")
         ax.set_ylabel("training samples")
         ax.set_title("hardness distribution per epoch")

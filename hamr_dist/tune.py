@@ -479,7 +479,7 @@ def cmd_tune(args) -> int:
                 scheduler=args.scheduler, grace_period=args.grace_period,
                 max_concurrent_trials=args.max_concurrent_trials, seed=args.tune_seed)
     print(f"best dev macro-F1 {res.best_dev_macro_f1:.4f}"
-          + (f" (epoch {res.best_epoch + 1})" if res.best_epoch is not None else "")
+          + (f" (epoch {res.best_epoch})" if res.best_epoch is not None else "")
           + ": " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                              for k, v in res.best_values.items()))
     print(f"best configuration: {res.best_config_path}")

@@ -32,7 +32,7 @@ def test_quality_harness_records_failures_and_resumes(tmp_path, monkeypatch):
     assert "Traceback" in runs["ce"]["traceback"]
     h = runs["hamr"]
     assert h["status"] == "ok" and 0 <= h["test"]["macro_f1"] <= 1
-    assert h["best_epoch"] == 0 and h["wall_time_s"] > 0
+    assert h["best_epoch"] == 1 and h["wall_time_s"] > 0         # epochs count from 1
     assert h["config"]["freeze_encoder"] is True and h["config"]["num_train_epochs"] == 1
     assert h["config"]["learning_rate"] == 1e-3          # resolved, not None
 

@@ -145,7 +145,7 @@ def test_crashed_run_is_marked_failed_and_keeps_its_epochs(tmp_path, monkeypatch
     c = MlflowClient(tracking_uri=info["tracking_uri"])
     run = c.get_run(info["run_id"])
     assert run.info.status == "FAILED" and run.data.tags["hamr.error"] == "RuntimeError: disk full"
-    assert len(c.get_metric_history(info["run_id"], "loss")) == 1      # epoch 0 is kept
+    assert len(c.get_metric_history(info["run_id"], "loss")) == 1      # epoch 1 is kept
 
 
 def test_switches_and_flags(tmp_path, monkeypatch):
@@ -194,7 +194,7 @@ def test_run_logged_to_server(mlflow_server, tmp_path):
     for key in ("loss", "dev_macro_f1", "weight_mean", "weight_std", "boosted_share",
                 "sampling_entropy", "hardness_mean"):
         hist = c.get_metric_history(run_id, key)
-        assert [m.step for m in hist] == [0, 1], key
+        assert [m.step for m in hist] == [1, 2], key          # epochs count from 1
     dev = c.get_metric_history(run_id, "dev_macro_f1")
     assert [m.value for m in dev] == pytest.approx([h["dev_macro_f1"] for h in res.history])
     classes = res.metrics["dev"]["per_class_f1"]
@@ -213,9 +213,9 @@ def test_run_logged_to_server(mlflow_server, tmp_path):
     # steps, and epochs of the resumed history that were not logged yet are filled in
     resumed_cfg = TrainConfig(**{**cfg.to_dict(), "task": "cls"})
     t = tracking.start(resumed_cfg, resume={"mlflow_run_id": run_id,
-                                            "history": res.history + [dict(res.history[-1], epoch=2)]})
+                                            "history": res.history + [dict(res.history[-1], epoch=3)]})
     assert t.run_id == run_id
-    assert [m.step for m in c.get_metric_history(run_id, "loss")] == [0, 1, 2]
+    assert [m.step for m in c.get_metric_history(run_id, "loss")] == [1, 2, 3]
     assert c.get_run(run_id).info.status == "RUNNING"
     exp = run.info.experiment_id
     assert len(c.search_runs([exp])) == 1
@@ -238,4 +238,4 @@ def test_worker_restart_continues_the_same_run(ray_local, tmp_path):
     c = MlflowClient(tracking_uri=info["tracking_uri"])
     runs = c.search_runs([c.get_run(info["run_id"]).info.experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert [m.step for m in c.get_metric_history(info["run_id"], "loss")] == [0, 1]
+    assert [m.step for m in c.get_metric_history(info["run_id"], "loss")] == [1, 2]

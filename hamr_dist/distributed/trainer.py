@@ -371,7 +371,7 @@ class Reporter:
     def __call__(self, rec: dict, state_thunk) -> None:
         import ray.train
         from .collectives import all_gather_object
-        epoch = int(rec["epoch"])
+        epoch = int(rec["epoch"]) - 1      # records count epochs from 1, the loop from 0
         if self.cfg.max_steps > 0:         # --max-steps decides the epochs (loop.run_length)
             last = rec.get("global_step", 0) >= self.cfg.max_steps
         else:

@@ -225,7 +225,7 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
                     if bad >= c.max_bad_steps:
                         raise TrainingDiverged(
                             f"{bad} consecutive steps had non-finite loss or gradients at epoch "
-                            f"{epoch}; lower --learning-rate or check the data")
+                            f"{epoch + 1}; lower --learning-rate or check the data")
                     continue
                 bad = 0
                 sched.step()
@@ -247,7 +247,7 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
             rec["global_step"] = step
             history.append(rec)
             if best is None or dev["macro_f1"] > best["dev"]["macro_f1"]:
-                best = {"epoch": epoch, "dev": dev}
+                best = {"epoch": epoch + 1, "dev": dev}
                 best_state = trainable_state()
             if bar:
                 bar.close()
@@ -269,7 +269,7 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
                    "wall_time_s": round(time.time() - t0, 2)}
         out_dir = Path(c.output_dir)
         if rt.chief:
-            write_outputs(out_dir, s, metrics, wnet)
+            out_dir = write_outputs_or_rescue(out_dir, s, metrics, wnet)
             tracker.finish(metrics, out_dir, s)
         return Result(metrics, out_dir, history)
     except BaseException as e:
@@ -341,7 +341,9 @@ def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runt
 
 
 def epoch_record(epoch, losses, weights, dev, store, c, m, h, bad_total) -> dict:
-    rec = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
+    # what users read counts epochs from 1 (console, metrics.json, MLflow steps, Tune); only the
+    # loop's own index and the checkpoint's "epoch" count from 0
+    rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
            "dev_macro_f1": dev["macro_f1"], "dev_per_class_f1": dev["per_class_f1"],
            "skipped_steps": bad_total}
     if weights:
@@ -362,10 +364,28 @@ def _progress(rt: Runtime, total, epoch, epochs):
     return tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True)
 
 
+def write_outputs_or_rescue(out: Path, s: Setup, metrics: dict, wnet) -> Path:
+    """write_outputs to ``out``; if that fails (disk full, folder gone or read-only since the
+    start check), to a fresh rescue folder, saying where: a trained model is never lost."""
+    try:
+        write_outputs(out, s, metrics, wnet)
+        return out
+    except OSError as e:
+        from ..outputs import rescue_dir
+        alt = rescue_dir(out)
+        log.warning("could not write the outputs to %s (%s); saving them to %s instead",
+                    out, e.strerror or e, alt)
+        write_outputs(alt, s, metrics, wnet)
+        return alt
+
+
 def write_outputs(out: Path, s: Setup, metrics: dict, wnet) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    # a frozen encoder is unchanged: referenced (path + fingerprint), copied only if asked
+    from ..model import default_model
+    ref = (s.cfg.model or default_model()) if s.cfg.freeze_encoder and not s.cfg.save_encoder else None
     s.model.save(out, s.tokenizer, s.data.label_names,
-                 extra={"max_seq_length": s.cfg.max_seq_length})
+                 extra={"max_seq_length": s.cfg.max_seq_length}, encoder_ref=ref)
     (out / "label_map.json").write_text(json.dumps(
         {"task": s.data.task, "labels": s.data.label_names,
          "entity_types": s.data.entity_types}, indent=2))
