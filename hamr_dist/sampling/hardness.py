@@ -206,7 +206,8 @@ class InMemoryHardness:
         if uniform:
             reps = -(-m // self.n)
             return np.concatenate([rng.permutation(self.n) for _ in range(reps)])[:m]
-        return rng.choice(self.n, size=m, replace=True, p=self.probabilities(tau, lam))
+        from .draw import weighted_draw     # inverse CDF + guide table: 10^8 samples in seconds
+        return weighted_draw(self._current(), self._b, m, seed, epoch, tau, lam, prior=self._prior)
 
     def state_dict(self) -> dict:
         d = {"n": self.n, "gamma": self.gamma, "rule": self.rule, "h": self._current().copy(),
