@@ -36,6 +36,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,29 +157,99 @@ def decode(trial_config: dict) -> dict:
 # --------------------------------------------------------------------------------------------
 # the trial
 # --------------------------------------------------------------------------------------------
+def metric_name(name) -> str:
+    """A Tune/TensorBoard-legal metric name: class names such as "very positive" become
+    ``very_positive`` (TensorBoard refuses names with spaces, one warning per name)."""
+    return re.sub(r"[^A-Za-z0-9_.\-/]", "_", str(name))
+
+
 def _flat(rec: dict) -> dict:
-    out = {k: v for k, v in rec.items() if k != "dev_per_class_f1"}
+    out = {metric_name(k): v for k, v in rec.items() if k != "dev_per_class_f1"}
     for c, f in (rec.get("dev_per_class_f1") or {}).items():
-        out[f"dev_f1_{c}"] = f
+        out[metric_name(f"dev_f1_{c}")] = f
     return out
 
 
-def _epoch_callback():
-    """Tune's Train->Tune reporter, forwarding epoch reports only (the final report of a
-    run, with test metrics, has no ``dev_macro_f1`` and would count as one more iteration)."""
+def _last_epoch(rec: dict, cfg: TrainConfig) -> bool:
+    """Whether ``rec`` (an epoch record; epochs count from 1) is the run's last epoch."""
+    if getattr(cfg, "max_steps", -1) > 0:
+        return rec.get("global_step", 0) >= cfg.max_steps
+    return int(rec["epoch"]) >= cfg.num_train_epochs
+
+
+# Why a trial reports its last epoch only after the run has finished: ASHA stops a trial at
+# max_t, i.e. on its last epoch report, and Tune then ends the trial's process. A report sent
+# before the test evaluation, the outputs and MLflow's FINISHED would cut all three off (every
+# trial's MLflow run ended FAILED with "SystemExit: 0"), and the trial's thread would unwind its
+# model and optimizer while the process exits (Python finalisation ends a thread that frees a
+# tensor: a native SIGABRT crash dump through THPVariable_dealloc / pthread_exit).
+def _epoch_callback(cfg: TrainConfig):
+    """Tune's Train->Tune reporter, forwarding epoch reports only (the final report of a run,
+    with test metrics, has no ``dev_macro_f1`` and would count as one more iteration); the last
+    epoch's report is held until the final report (see above)."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
     class EpochReports(TuneReportCallback):
+        held = None
+
         def after_report(self, run_context, metrics, checkpoint):
-            if metrics and METRIC in (metrics[0] or {}):
-                super().after_report(run_context, [_flat(metrics[0])], None)
+            rec = (metrics or [None])[0] or {}
+            if METRIC in rec:
+                if _last_epoch(rec, cfg):
+                    self.held = _flat(rec)
+                else:
+                    super().after_report(run_context, [_flat(rec)], None)
+            elif "test" in rec and self.held is not None:    # the run has finished
+                held, self.held = self.held, None
+                super().after_report(run_context, [held], None)
 
     return EpochReports()
 
 
+def _in_process_reporter(cfg: TrainConfig):
+    """``Runtime.report`` of an in-process trial: every epoch to Tune but the last, which
+    :func:`run_trial` reports after the run (see above). Tune stops a trial by raising
+    SystemExit out of ``tune.report``; that becomes :class:`tracking.StoppedEarly`, which the
+    loop's tracker records as an early stop, not a failure."""
+    from ray import tune
+
+    from .tracking import StoppedEarly
+    held = {}
+
+    def report(rec, _state):
+        if _last_epoch(rec, cfg):
+            held["last"] = _flat(rec)
+            return
+        try:
+            tune.report(_flat(rec))
+        except SystemExit:
+            raise StoppedEarly(int(rec["epoch"])) from None
+
+    return report, held
+
+
+def _wait_at_exit(thread, timeout_s: float = 60.0) -> None:
+    """Let a stopped trial's thread finish unwinding before its process finalises (it ends
+    within a moment of Tune's stop; see above)."""
+    import atexit
+
+    def wait():
+        if thread.is_alive():
+            thread.join(timeout_s)
+
+    atexit.register(wait)
+
+
 def run_trial(config: dict) -> None:
     """Tune function trainable: one training run with the trial's values."""
+    import gc
+    import threading
+
     from ray import tune
+
+    from .distributed.raylogs import configure_process_logging
+    from .tracking import StoppedEarly
+    configure_process_logging()
     ctx = tune.get_context()
     base = dict(config[BASE_KEY])
     values = decode(config)
@@ -188,20 +259,32 @@ def run_trial(config: dict) -> None:
                          "run_name": f"{base.get('run_name') or 'hamr-tune'}-{trial_id}",
                          "storage_path": None})
     cfg.validate()
+    held = {}
     if cfg.num_workers > 0:
         from .distributed.trainer import train_distributed
-        callbacks = [_epoch_callback()]
+        callbacks = [_epoch_callback(cfg)]
         if config.get(REGISTRY_KEY):
             callbacks.append(_pg_recorder(config[REGISTRY_KEY], trial_id))
         res = train_distributed(cfg, callbacks=callbacks)
     else:
         from .train.loop import Runtime, train
-        res = train(cfg, Runtime(progress=False,
-                                 report=lambda rec, _state: tune.report(_flat(rec))))
+        _wait_at_exit(threading.current_thread())
+        report, held = _in_process_reporter(cfg)
+        try:
+            res = train(cfg, Runtime(progress=False, report=report))
+        except StoppedEarly:
+            return
     m = res.metrics
     (out / "trial.json").write_text(json.dumps(
         {"trial_id": trial_id, "values": values, "best_epoch": m.get("best_epoch"),
          "dev": m.get("dev"), "test": m.get("test")}, indent=2, default=str))
+    if "last" in held:
+        del res
+        gc.collect()               # the model and optimizer go now, not while the process exits
+        try:
+            tune.report(held["last"])
+        except SystemExit:         # Tune ends the trial at its last epoch (ASHA's max_t)
+            return
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,6 +363,105 @@ def _release_callback(registry):
 
 
 # --------------------------------------------------------------------------------------------
+# what the user sees, and the trials' MLflow runs
+# --------------------------------------------------------------------------------------------
+def _values_text(values: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in values.items())
+
+
+def _progress_callback(cfg: TrainConfig, num_samples: int):
+    """Tune callback (sweep driver): one plain line per trial start, epoch and end, and the
+    table of all trials at the end (:meth:`table`)."""
+    from ray import tune
+    epochs = cfg.num_train_epochs
+
+    class TrialProgress(tune.Callback):
+        def __init__(self):
+            self.index: dict[str, int] = {}
+            self.best = None
+
+        def _name(self, trial) -> str:
+            i = self.index.setdefault(trial.trial_id, len(self.index) + 1)
+            return f"trial {i}/{num_samples} ({trial.trial_id})"
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            log.info("%s started: %s", self._name(trial), _values_text(decode(trial.config)))
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            f = result.get(METRIC)
+            if f is None:
+                return
+            self.best = f if self.best is None else max(self.best, f)
+            log.info("%s epoch %s/%d: dev macro-F1 %.4f (best of the sweep %.4f)",
+                     self._name(trial), result.get("epoch", result.get("training_iteration")),
+                     epochs, f, self.best)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            done = (trial.last_result or {}).get("training_iteration", 0)
+            if done < epochs:
+                log.info("%s stopped early by ASHA after epoch %d", self._name(trial), done)
+            else:
+                log.info("%s finished", self._name(trial))
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            first = (str(getattr(trial, "error_message", "") or "")).strip().splitlines()
+            log.warning("%s failed%s", self._name(trial), f": {first[-1]}" if first else "")
+
+        def table(self, grid) -> list[dict]:
+            """One row per trial: values, epochs run, best dev macro-F1, status; printed."""
+            rows = []
+            for r in grid:
+                df = r.metrics_dataframe
+                have = df is not None and METRIC in df
+                n = int(df["training_iteration"].max()) if have else 0
+                rows.append({
+                    "trial": (r.metrics or {}).get("trial_id") or Path(str(r.path)).name,
+                    "values": decode(r.config), "epochs": n,
+                    "best_dev_macro_f1": float(df[METRIC].max()) if have else None,
+                    "status": "failed" if r.error else ("stopped early" if n < epochs
+                                                       else "finished")})
+            rows.sort(key=lambda t: -(t["best_dev_macro_f1"] or -1))
+            lines = [f"{'trial':<12} {'dev F1':>7} {'epochs':>6}  {'status':<13} values"]
+            for t in rows:
+                f = f"{t['best_dev_macro_f1']:.4f}" if t["best_dev_macro_f1"] is not None else "-"
+                lines.append(f"{t['trial']:<12} {f:>7} {t['epochs']:>6}  {t['status']:<13} "
+                             f"{_values_text(t['values'])}")
+            log.info("trials, best first:\n%s", "\n".join(lines))
+            return rows
+
+    return TrialProgress()
+
+
+def _settle_callback(cfg: TrainConfig, uri: str, parent_run_id: str):
+    """Tune callback (sweep driver): when a trial ends, close its MLflow run if the trial's
+    process could not (Tune ends the process of a trial that ASHA stops; a Ray Train trial's
+    rank 0 dies with it): FINISHED, with ``hamr.stopped_early`` = the last epoch when it
+    stopped before the end; FAILED for a trial that errored. Runs already closed are left."""
+    from ray import tune
+
+    from .tracking import STOPPED_TAG, settle_runs
+    epochs = cfg.num_train_epochs
+
+    class SettleTrialRuns(tune.Callback):
+        def _settle(self, trial, status, tags):
+            run_name = f"{cfg.run_name or 'hamr-tune'}-{trial.trial_id}"
+            settle_runs(uri, cfg.experiment_name,
+                        f"tags.`mlflow.parentRunId` = '{parent_run_id}' and "
+                        f"tags.`mlflow.runName` = '{run_name}'", status, tags)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            done = (trial.last_result or {}).get("training_iteration", 0)
+            self._settle(trial, "FINISHED", {STOPPED_TAG: done} if done < epochs else {})
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._settle(trial, "FAILED", {"hamr.error": "the trial failed (see the sweep's "
+                                           "output)"})
+
+    return SettleTrialRuns()
+
+
+# --------------------------------------------------------------------------------------------
 # the sweep
 # --------------------------------------------------------------------------------------------
 @dataclass
@@ -291,6 +473,7 @@ class SweepResult:
     best_config_path: Path
     results: object             # ray.tune.ResultGrid
     mlflow_run_id: str | None = None
+    trials: list = dataclasses.field(default_factory=list)   # one row per trial (best.json)
 
 
 def _parent_run(cfg: TrainConfig, space: dict, num_samples: int, scheduler: str):
@@ -321,13 +504,71 @@ def _parent_run(cfg: TrainConfig, space: dict, num_samples: int, scheduler: str)
     return (t if t.active and t.run_id else None), uri
 
 
+# options holding a local path: trials run in other processes (and directories), and
+# best_config.yaml must retrain from anywhere, so they are stored resolved
+PATH_OPTIONS = ("data", "model", "embedder", "cache_dir", "storage_path", "output_dir")
+
+
+def resolved_paths(d: dict) -> dict:
+    """``d`` with every local path option made absolute (hub names and URIs are left alone)."""
+    out = dict(d)
+    for k in PATH_OPTIONS:
+        v = out.get(k)
+        if not v or "://" in str(v):
+            continue
+        p = Path(v).expanduser()
+        if k in ("output_dir", "cache_dir", "storage_path") or p.exists():
+            out[k] = str(p.resolve())
+    return out
+
+
+# Epoch (counted from 1) whose dev score is the first to depend on an option. At epoch 1 the
+# hardness h is still uniform, so the draw is the same whatever tau, gamma or lambda, and the
+# neighbour boost first acts at epoch knn_build_freq + 1 (loop: no boost before h has moved).
+# Options not listed act from the first step.
+def _first_effective_epoch(name: str, cfg: TrainConfig) -> int:
+    if name in ("tau", "gamma", "hardness_rule", "hardness_epoch_gamma"):
+        return 2
+    if name in ("lam", "k", "hard_ratio", "knn_build_freq", "knn_index", "knn_nlist",
+                "knn_nprobe", "num_index_shards"):
+        return cfg.knn_build_freq + 1
+    return 1
+
+
+def default_grace_period(cfg: TrainConfig, space: dict) -> int:
+    """ASHA's grace period when none is given: the first epoch at which every searched option
+    has acted on dev macro-F1 (so the first rung does not compare trials that are still
+    identical), at most the number of epochs."""
+    searched = [k for k, v in space.items() if isinstance(v, (dict, list))]
+    first = max((_first_effective_epoch(k, cfg) for k in searched), default=1)
+    return max(1, min(first, cfg.num_train_epochs))
+
+
+def trial_bundles(cfg: TrainConfig, trial_cpus: float | None = None) -> list[dict]:
+    """The resources of one trial, as placement-group bundles: the trial's own process, and for
+    a Ray Train trial of a method with neighbours one CPU for the run's neighbour actor (created
+    inside the trial, so Ray places it in the trial's group; reserving it here keeps Tune's count
+    of concurrent trials honest). The Train workers get a group of their own from Ray Train."""
+    from .methods import get_method
+    own = trial_cpus if trial_cpus is not None else (0.01 if cfg.num_workers > 0 else 1)
+    bundles = [{"CPU": own}]
+    if cfg.num_workers > 0 and get_method(cfg.method).knn:
+        bundles.append({"CPU": 1})
+    return bundles
+
+
 def sweep(cfg: TrainConfig, space: dict | None = None, *, num_samples: int = 8,
-          scheduler: str = "asha", grace_period: int = 1, reduction_factor: int = 2,
+          scheduler: str = "asha", grace_period: int | None = None, reduction_factor: int = 2,
           max_concurrent_trials: int | None = None, trial_cpus: float | None = None,
           seed: int | None = None) -> SweepResult:
-    """Run a sweep around ``cfg`` (the base configuration of every trial)."""
+    """Run a sweep around ``cfg`` (the base configuration of every trial).
+
+    ``seed``: of the random search (default: ``cfg.seed``, so a sweep is reproducible by
+    default). ``grace_period``: ASHA's, default :func:`default_grace_period`."""
     import ray
     from ray import tune
+    from ray.tune.search import BasicVariantGenerator
+    from .distributed.raylogs import debug
     from .distributed.trainer import ensure_ray
 
     space = load_space(None, space) if space is not None else load_space()
@@ -335,37 +576,41 @@ def sweep(cfg: TrainConfig, space: dict | None = None, *, num_samples: int = 8,
         raise ConfigError("--num-samples must be >= 1")
     if scheduler not in ("asha", "none"):
         raise ConfigError("--scheduler must be asha or none")
+    if grace_period is not None and grace_period < 1:
+        raise ConfigError("--grace-period must be >= 1")
     cfg.validate()
     out = Path(cfg.output_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    started = ensure_ray(cfg.address, num_cpus=max(os.cpu_count() or 1, 2))
+    # the sweep shows its own progress lines; of the trials' output only warnings. A local
+    # instance holds at least one trial (its workers, the neighbour actor, the trial itself).
+    started = ensure_ray(cfg.address, num_cpus=max(os.cpu_count() or 1, cfg.num_workers + 2),
+                         show_level=logging.WARNING)
+    if not debug():         # Tune's own console output (a banner, paths): our lines instead
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     parent, uri = _parent_run(cfg, space, num_samples, scheduler)
-    base = dict(cfg.to_dict(), output_dir=str(out))
-    for k in ("data", "model", "embedder", "cache_dir", "storage_path"):   # trials run elsewhere
-        if base.get(k) and "://" not in str(base[k]) and Path(base[k]).expanduser().exists():
-            base[k] = str(Path(base[k]).expanduser().resolve())
+    base = resolved_paths(dict(cfg.to_dict(), output_dir=str(out)))
     if parent is not None:      # every trial logs into the parent's store, nested under it
         base.update(mlflow_uri=uri, mlflow_parent_run_id=parent.run_id, mlflow=True)
     else:                       # tracking off, or its store unreachable (warned once)
         base.update(mlflow=False)
-    # a trial that runs Ray Train holds (almost) no CPU itself: its workers do (Tune refuses
-    # an empty resource request)
-    cpus = trial_cpus if trial_cpus is not None else (0.01 if cfg.num_workers > 0 else 1)
+    grace = grace_period if grace_period is not None else default_grace_period(cfg, space)
     sched = None
     if scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
         sched = ASHAScheduler(time_attr="training_iteration", max_t=cfg.num_train_epochs,
-                              grace_period=min(grace_period, cfg.num_train_epochs),
+                              grace_period=min(grace, cfg.num_train_epochs),
                               reduction_factor=reduction_factor)
     if max_concurrent_trials is None and cfg.num_workers > 0:
         max_concurrent_trials = _fitting_trials(cfg)
-    search_alg = None
-    if seed is not None:       # (Tune ignores max_concurrent_trials for a given generator)
-        from ray.tune.search import BasicVariantGenerator
-        search_alg = BasicVariantGenerator(random_state=seed,
-                                           max_concurrent=max_concurrent_trials or 0)
+    # (Tune ignores max_concurrent_trials for a given generator: it goes to the generator)
+    search_alg = BasicVariantGenerator(random_state=cfg.seed if seed is None else seed,
+                                       max_concurrent=max_concurrent_trials or 0)
     name = cfg.run_name or time.strftime("hamr-tune-%Y%m%d-%H%M%S")
-    registry, callbacks, extra = None, [], {}
+    registry, extra = None, {}
+    progress = _progress_callback(cfg, num_samples)
+    callbacks = [progress]
+    if parent is not None:
+        callbacks.append(_settle_callback(cfg, uri, parent.run_id))
     if cfg.num_workers > 0:
         reg_name = f"pg-registry-{name}-{os.getpid()}-{time.time_ns() % 10**6}"
         registry = ray.remote(num_cpus=0)(PlacementGroupRegistry).options(
@@ -373,17 +618,20 @@ def sweep(cfg: TrainConfig, space: dict | None = None, *, num_samples: int = 8,
         callbacks.append(_release_callback(registry))
         extra[REGISTRY_KEY] = reg_name
     tuner = tune.Tuner(
-        tune.with_resources(run_trial, {"cpu": cpus}),
+        tune.with_resources(run_trial, tune.PlacementGroupFactory(trial_bundles(cfg, trial_cpus))),
         param_space={**param_space(space), BASE_KEY: base, **extra},
         # reuse_actors=False: a trial that ASHA stops must end its process, so that the Ray
         # Train controller, workers, placement group and hardness/neighbour actors it owns go
         # with it (a reused trial actor keeps a stopped trial's fit() running and its CPUs held)
         tune_config=tune.TuneConfig(metric=METRIC, mode="max", num_samples=num_samples,
-                                    scheduler=sched, search_alg=search_alg, reuse_actors=False,
-                                    max_concurrent_trials=None if search_alg is not None
-                                    else max_concurrent_trials),
+                                    scheduler=sched, search_alg=search_alg, reuse_actors=False),
         run_config=tune.RunConfig(name=name, storage_path=str(out / "tune"), verbose=0,
                                   callbacks=callbacks))
+    log.info("sweep %r: %d trial(s)%s, %s; seed %d", name, num_samples,
+             f" x {cfg.num_workers} Ray Train worker(s)" if cfg.num_workers else "",
+             f"ASHA (grace period {min(grace, cfg.num_train_epochs)} epoch(s), max "
+             f"{cfg.num_train_epochs})" if sched else "no early stopping",
+             cfg.seed if seed is None else seed)
     try:
         grid = tuner.fit()
         ok = [r for r in grid if r.error is None and r.metrics_dataframe is not None
@@ -395,20 +643,24 @@ def sweep(cfg: TrainConfig, space: dict | None = None, *, num_samples: int = 8,
         df = best.metrics_dataframe
         row = df.loc[df[METRIC].idxmax()]
         values = decode(best.config)
-        best_cfg = TrainConfig(**{**cfg.to_dict(), **values,
-                                  "output_dir": str(out / "best"), "run_name": None,
-                                  "mlflow_parent_run_id": None})
+        best_cfg = TrainConfig(**{**base, **values, "output_dir": str(out / "best"),
+                                  "run_name": None, "mlflow_parent_run_id": None,
+                                  "mlflow": cfg.mlflow, "mlflow_uri": cfg.mlflow_uri})
         path = out / "best_config.yaml"
         path.write_text(yaml.safe_dump(best_cfg.to_dict(), sort_keys=False))
+        trials = progress.table(grid)
         summary = {"best_values": values, "best_dev_macro_f1": float(row[METRIC]),
                    "best_epoch": int(row["epoch"]) if "epoch" in row and not math.isnan(row["epoch"]) else None,
                    "trials": len(grid), "errors": sum(1 for r in grid if r.error),
-                   "retrain": f"hamr train --config {path}"}
+                   "stopped_early": sum(1 for t in trials if t["status"] == "stopped early"),
+                   "seed": cfg.seed if seed is None else seed,
+                   "grace_period": min(grace, cfg.num_train_epochs) if sched else None,
+                   "per_trial": trials, "retrain": f"hamr train --config {path}"}
         (out / "best.json").write_text(json.dumps(summary, indent=2, default=str))
         if parent is not None:
             _close_parent(parent, values, summary, path, out)
         return SweepResult(values, best_cfg, summary["best_dev_macro_f1"], summary["best_epoch"],
-                           path, grid, parent.run_id if parent is not None else None)
+                           path, grid, parent.run_id if parent is not None else None, trials)
     finally:
         if registry is not None:
             try:
@@ -460,11 +712,14 @@ def add_tune_parser(sub, add_config_flags) -> None:
     t.add_argument("--num-samples", type=int, default=8, help="trials (default: 8)")
     t.add_argument("--scheduler", choices=["asha", "none"], default="asha",
                    help="asha stops weak trials early (default: asha)")
-    t.add_argument("--grace-period", type=int, default=1,
-                   help="ASHA: epochs every trial runs before it can be stopped (default: 1)")
+    t.add_argument("--grace-period", type=int, default=None,
+                   help="ASHA: epochs every trial runs before it can be stopped (default: the "
+                   "first epoch at which every searched option has acted, 2 for the default "
+                   "space; see docs/tune.md)")
     t.add_argument("--max-concurrent-trials", type=int, default=None,
                    help="trials at once (default: as many as resources allow)")
-    t.add_argument("--tune-seed", type=int, default=None, help="seed of the random search")
+    t.add_argument("--tune-seed", type=int, default=None,
+                   help="seed of the random search (default: --seed, so a sweep is reproducible)")
     add_config_flags(t)
     t.set_defaults(func=cmd_tune)
 

@@ -322,6 +322,9 @@ class NeighbourService:
                                       nprobe=c.knn_nprobe)
             self._cfg = c
             self.stats["prepare_s"] = round(time.perf_counter() - t0, 3)
+
+        from .raylogs import configure_process_logging
+        configure_process_logging()      # its lines reach the driver's filter (raylogs)
         return {"n": int(self._emb.shape[0]), "dim": int(self._emb.shape[1]), **self.stats}
 
     def refresh(self, hardness_actor, generation: str, upto: int) -> dict:

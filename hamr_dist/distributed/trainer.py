@@ -40,7 +40,8 @@ from ..errors import ConfigError, HamrError
 log = logging.getLogger("hamr_dist")
 
 __all__ = ["train_distributed", "worker_main", "Instrumented", "Reporter", "ensure_ray",
-           "absolute_paths", "load_state", "for_rank", "STATE_FILE"]
+           "absolute_paths", "load_state", "for_rank", "STATE_FILE", "RunInterrupted",
+           "resume_command"]
 
 STATE_FILE = "state.pt"
 RUN_META = "hamr_run.json"
@@ -57,19 +58,27 @@ ENV_TO_WORKERS = ("HAMR_CACHE", "HAMR_LOG", "HF_HOME", "HF_HUB_OFFLINE", "TRANSF
 # --------------------------------------------------------------------------------------------
 # driver side
 # --------------------------------------------------------------------------------------------
-def ensure_ray(address: str | None, num_cpus: int | None = None) -> bool:
+def ensure_ray(address: str | None, num_cpus: int | None = None,
+               show_level: int = logging.INFO) -> bool:
     """Connect to Ray; returns True when this call started a local instance (to shut down).
 
-    Already initialised: use it. ``address`` or ``$RAY_ADDRESS``: attach. Otherwise start a
-    local instance with ``num_cpus`` logical CPUs (never attaching to a cluster by accident).
+    Already initialised: use it (its logging as it is). ``address`` or ``$RAY_ADDRESS``: attach.
+    Otherwise start a local instance with ``num_cpus`` logical CPUs (never attaching to a
+    cluster by accident). When this call connects, the workers' output is filtered down to our
+    own lines at ``show_level`` or above (``raylogs``; everything with HAMR_LOG=DEBUG).
     """
     import ray
+
+    from .raylogs import install_driver_filter, ray_init_kwargs
     if ray.is_initialized():
         return False
     if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=True)
+        ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=True,
+                 **ray_init_kwargs())
+        install_driver_filter(show_level)
         return False
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **ray_init_kwargs())
+    install_driver_filter(show_level)
     return True
 
 
@@ -80,10 +89,11 @@ def _storage_path(cfg) -> str:
     return str(Path(base).expanduser().resolve())
 
 
-def _check_run_meta(storage: str, name: str, cfg) -> None:
-    """Refuse to resume a run under the same name with options that change the state's meaning."""
+def _check_run_meta(storage: str, name: str, cfg) -> bool | None:
+    """Refuse to resume a run under the same name with options that change the state's meaning.
+    Returns whether the run is new here (None: remote storage, not known)."""
     if "://" in storage:
-        return
+        return None
     path = Path(storage) / name / RUN_META
     mine = {k: getattr(cfg, k) for k in FINGERPRINT}
     if path.is_file():
@@ -93,9 +103,10 @@ def _check_run_meta(storage: str, name: str, cfg) -> None:
             what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
             raise ConfigError(f"run {name!r} in {storage} was started with other options ({what}); "
                               "use a new --run-name or the original options")
-        return
+        return False
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"fingerprint": mine, "created": time.time()}, indent=2))
+    return True
 
 
 def absolute_paths(cfg):
@@ -120,6 +131,68 @@ def _worker_env() -> dict:
     env.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH",
                    os.environ.get("RAY_TRAIN_ENABLE_PRINT_PATCH", "0"))
     return {"env_vars": env}
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C ended a Ray Train run; its checkpoints stay, ``--run-name`` resumes it."""
+
+    def __init__(self, run_name: str):
+        super().__init__(run_name)
+        self.run_name = run_name
+
+
+def resume_command(argv: list[str], run_name: str) -> str:
+    """The command line that resumes an interrupted run: the same one, with ``--run-name``."""
+    import shlex
+    args, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--run-name", "--run_name"):
+            skip = True
+            continue
+        if a.startswith(("--run-name=", "--run_name=")):
+            continue
+        args.append(a)
+    return shlex.join(["hamr", *args, "--run-name", run_name])
+
+
+def _note_ctrl_c(trainer) -> list:
+    """A list that gets an entry when Ctrl-C arrives while ``trainer.fit()`` runs.
+
+    Inside fit, Ray Train (2.60) installs a SIGINT handler that aborts the run gracefully
+    (controller and workers), after which the driver's pending ``ray.get`` leaves fit with
+    ``SystemExit(1)`` -- indistinguishable from other exits unless we note the signal. So the
+    trainer's handler registration is wrapped: Ray's handler stays, ours runs first. (Another
+    Ray version without this method: Ctrl-C still stops the run, only the message differs.)
+    """
+    import signal
+    seen: list = []
+    register = getattr(trainer, "_register_sigint_handler", None)
+    if register is None:
+        return seen
+
+    def wrapped(controller):
+        register(controller)
+        rays = signal.getsignal(signal.SIGINT)
+
+        def on_sigint(signum, frame):
+            seen.append(signum)
+            if callable(rays):
+                rays(signum, frame)
+            else:
+                raise KeyboardInterrupt
+        signal.signal(signal.SIGINT, on_sigint)
+
+    trainer._register_sigint_handler = wrapped
+    return seen
+
+
+def _in_placement_group() -> bool:
+    """True inside a task or actor whose placement group captures its children (a Tune trial)."""
+    from ray.util import get_current_placement_group
+    return get_current_placement_group() is not None
 
 
 def _neighbour_gpus(num_workers: int, use_gpu: bool) -> int:
@@ -158,7 +231,7 @@ def train_distributed(cfg, *, placement_strategy: str = "PACK", actor_options: d
     started = ensure_ray(cfg.address, num_cpus=max(os.cpu_count() or 1, cfg.num_workers + 2))
     name = cfg.run_name or time.strftime("hamr-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
     storage = _storage_path(cfg)
-    _check_run_meta(storage, name, cfg)
+    new_run = _check_run_meta(storage, name, cfg)
     tag = f"{name}-{uuid.uuid4().hex[:6]}"
     actor_options = actor_options or {}
     env = _worker_env()
@@ -168,8 +241,11 @@ def train_distributed(cfg, *, placement_strategy: str = "PACK", actor_options: d
         hard = create_hardness_actor(f"hardness-{tag}", runtime_env=env,
                                      **actor_options.get("hardness", {}))
         if method.knn:
-            neigh = create_neighbour_actor(f"neighbours-{tag}", cfg.to_dict(),
-                                           num_gpus=_neighbour_gpus(cfg.num_workers, cfg.use_gpu),
+            # inside a Tune trial the actor is captured by the trial's placement group, where
+            # `hamr tune` reserved one CPU bundle for it (tune.trial_bundles); elsewhere it may
+            # take a spare GPU
+            gpus = 0 if _in_placement_group() else _neighbour_gpus(cfg.num_workers, cfg.use_gpu)
+            neigh = create_neighbour_actor(f"neighbours-{tag}", cfg.to_dict(), num_gpus=gpus,
                                            runtime_env=env, **actor_options.get("neighbour", {}))
             neigh.prepare.remote()   # embeddings + index while the workers start
         loop_config = {
@@ -178,6 +254,7 @@ def train_distributed(cfg, *, placement_strategy: str = "PACK", actor_options: d
             "driver_host": socket.gethostname(), "check_consistency": check_consistency,
             "faults": list(faults or []), "torch_threads": torch_threads,
             "run_dir": str(Path(storage) / name) if "://" not in storage else None,
+            "new_run": bool(new_run),
         }
         trainer = TorchTrainer(
             worker_main, train_loop_config=loop_config,
@@ -190,8 +267,13 @@ def train_distributed(cfg, *, placement_strategy: str = "PACK", actor_options: d
                 worker_runtime_env=env, callbacks=list(callbacks or [])))
         log.info("Ray Train run %r: %d worker(s), checkpoints in %s", name, cfg.num_workers,
                  Path(storage) / name if "://" not in storage else f"{storage}/{name}")
+        interrupted = _note_ctrl_c(trainer)
         try:
             result = trainer.fit()
+        except SystemExit:
+            if interrupted:      # Ray's handler aborted the run; ray.get then exits the driver
+                raise KeyboardInterrupt from None
+            raise
         except Exception as e:   # TrainingFailedError and friends: say what and where
             raise HamrError(f"distributed training failed (run {name!r}, storage {storage}; "
                             f"re-run with --run-name {name} to resume): {e}") from e
@@ -215,6 +297,12 @@ def train_distributed(cfg, *, placement_strategy: str = "PACK", actor_options: d
         out = Path(cfg.output_dir)
         _collect_export(result.checkpoint, out)
         return Result(metrics, out, metrics.get("history", []))
+    except KeyboardInterrupt:
+        # Ctrl-C (before fit, or inside it: see _note_ctrl_c). Rank 0 was killed with the
+        # workers before it could close its MLflow run, so the driver marks it KILLED.
+        from .. import tracking
+        tracking.close_ray_run(cfg, name, "KILLED", "KeyboardInterrupt")
+        raise RunInterrupted(name) from None
     finally:
         if not keep_actors:
             for a in (hard, neigh):
@@ -467,20 +555,19 @@ def for_rank(state: dict | None, rank: int, world: int) -> dict | None:
     return st
 
 
-def _configure_logging() -> None:
-    ours = logging.getLogger("hamr_dist")
-    if not logging.getLogger().handlers and not ours.handlers:
-        h = logging.StreamHandler()
-        h.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-        ours.addHandler(h)
-    ours.setLevel(os.environ.get("HAMR_LOG", "INFO"))
-    for noisy in ("transformers", "datasets", "faiss", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    try:   # Ray Train logs every report with its full metrics dict at INFO
-        from ray.train.v2._internal.execution import context as _ctx
-        logging.getLogger(_ctx.__file__).setLevel(logging.WARNING)
-    except Exception:
-        pass
+def _say_how_it_starts(resume_raw: dict | None, new_run: bool, sessions: int) -> None:
+    """Rank 0's one line about where this attempt starts. A checkpoint in a run this driver
+    started, or a second session of the run's hardness actor, means Ray Train replaced a lost
+    worker (or actor) and restarted the group; a checkpoint on a first attempt of a re-run under
+    the same name is a resume the user asked for."""
+    restarted = sessions > 1 or (new_run and resume_raw is not None)
+    if restarted and resume_raw is not None:
+        log.warning("worker lost, resuming from the checkpoint of epoch %d",
+                    resume_raw["epoch"] + 1)
+    elif restarted:
+        log.warning("worker lost before the first checkpoint, starting again from epoch 1")
+    elif resume_raw is not None:
+        log.info("resuming from the checkpoint of epoch %d", resume_raw["epoch"] + 1)
 
 
 def worker_main(config: dict) -> None:
@@ -497,14 +584,13 @@ def worker_main(config: dict) -> None:
 
     torch.set_num_threads(int(config.get("torch_threads", 1)))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _configure_logging()
+    configure_process_logging()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    from .raylogs import configure_process_logging
     cfg = TrainConfig(**config["cfg"])
     cfg = dataclasses.replace(cfg, progress=False)
     resume_raw = load_state(ray.train.get_checkpoint())
-    if resume_raw is not None and rank == 0:
-        log.info("resuming from the checkpoint of epoch %d", resume_raw["epoch"] + 1)
 
     # CPU workers stay on the CPU even on a GPU node; GPU workers use the device Ray gave them
     if cfg.use_gpu:
@@ -523,6 +609,8 @@ def worker_main(config: dict) -> None:
     if rank == 0:   # a new session: h and b from the checkpoint, or fresh
         gen = ray.get(hard.begin.remote(n, setup.cfg.gamma, world,
                                         resume_raw["hardness"] if resume_raw else None))
+        _say_how_it_starts(resume_raw, config.get("new_run", False),
+                           ray.get(hard.info.remote())["sessions"])
     gen = broadcast_object(gen)
     client = HardnessClient(hard, gen, rank)
     info = {"rank": rank, "pid": os.getpid(), "host": socket.gethostname(),
