@@ -46,11 +46,12 @@ class GuideTable:
         self.n = int(cdf.shape[0])
         self.total = float(cdf[-1])
         self.scale = self.n / self.total               # cell of a value x: floor(x * scale)
-        self.top = float(np.nextafter(self.total, 0))  # largest target: u * total may round up
+        self.top = float(np.nextafter(self.total, 0))  # targets are u * top: below total
 
     def lookup(self, u: np.ndarray) -> np.ndarray:
-        """Inverse CDF of uniforms ``u`` in [0, 1): the first ``i`` with ``cdf[i] > u*total``."""
-        t = np.minimum(u * self.total, self.top)
+        """Inverse CDF of uniforms ``u`` in [0, 1): the first ``i`` with ``cdf[i] > u * top``
+        (``top``: the float just below ``total``, so that no product rounds up to it)."""
+        t = u * self.top                     # < total: the scan below always ends before n
         c = (t * self.scale).astype(np.intp)
         i = self.guide[c].astype(np.intp)
         # Every CDF value of a cell before c is < t, and every one of a cell after c is > t
@@ -94,16 +95,19 @@ def build_table(h: np.ndarray, b: np.ndarray, tau: float, lam: float, eps: float
     if not np.isfinite(carry) or carry <= 0:
         raise ValueError("sampling scores do not sum to a positive finite number "
                          "(check tau, lam and the boost)")
+    # guide[c] = #{i: cell_i < c}. Cells rise with i, so for c in (cell_{i-1}, cell_i] it is i:
+    # each i is repeated cell_i - cell_{i-1} times, chunk by chunk (no search, no sort)
     scale = n / carry
-    counts = np.zeros(n + 2, dtype=np.int32)     # counts[c]: CDF values in cell c (c <= n)
+    guide = np.empty(n + 2, dtype=np.int32)
+    last = -1                                    # cell of the previous CDF value
     for s in range(0, n, CHUNK):
         cells = (cdf[s:s + CHUNK] * scale).astype(np.intp)
-        first = int(cells[0])
-        per = np.bincount(cells - first)
-        counts[first:first + per.size] += per.astype(np.int32)
-    guide = np.empty(n + 2, dtype=np.int32)      # guide[c] = #CDF values in cells < c
-    guide[0] = 0
-    np.cumsum(counts[:-1], out=guide[1:])
+        np.minimum(cells, n, out=cells)          # total * (n / total) may round above n
+        reps = np.diff(cells, prepend=last)
+        guide[last + 1:cells[-1] + 1] = np.repeat(np.arange(s, s + cells.size, dtype=np.int32),
+                                                  reps)
+        last = int(cells[-1])
+    guide[last + 1:] = n
     return GuideTable(cdf, guide)
 
 
