@@ -5,6 +5,16 @@ ids of a fixed length so that every variant sees the same shapes. Variants run i
 shuffled order each repeat; ratios are taken per repeat and reported as medians.
 
     python -m benchmarks.step_time [--device cuda] [--repeats 15] [--scopes all top2 head]
+    python -m benchmarks.step_time --scopes head --options mbs8 every4 reuse4 fuse  # cost levers
+    python -m benchmarks.step_time --precisions fp32 bf16                            # autocast
+
+``--options`` adds variants of scope head with the meta step's cost levers
+(``hamr_dist/meta/schedule.py``): ``mbs<N>`` meta batch size N, ``every<k>`` a meta update every
+k steps, ``reuse<r>`` the meta batch's encoder output reused by r updates, ``fuse`` the meta
+batch in the training forward; combine with ``-`` (``reuse2-fuse``). A variant whose cost varies
+from step to step (every, reuse) runs a whole period (k or r steps) per repeat and is timed per
+step over it. ``--precisions``: each variant in fp32 and/or under bf16 autocast (fp16 on CUDA:
+autocast plus a gradient scaler), each HAMR variant compared with the CE step of its precision.
 
 Needs only torch and transformers (runs on a GPU box without Ray/FAISS/MLflow).
 """
@@ -13,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import time
 from pathlib import Path
 
@@ -20,14 +31,33 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hamr_dist.config import parse_scope
+from hamr_dist.config import TrainConfig, parse_scope
 from hamr_dist.losses import token_ce
-from hamr_dist.meta.step import meta_step
+from hamr_dist.meta.schedule import MetaSchedule
+from hamr_dist.meta.step import current_weights, meta_step
 from hamr_dist.meta.weight_net import WeightNet
 from hamr_dist.model import HamrModel, load_encoder, scope_parameter_names
 from hamr_dist.sampling.hardness import InMemoryHardness
+from hamr_dist.train.precision import Precision
 
-PARTS = ["forward", "virtual_step", "meta_loss", "weight_net_update", "real_step", "hardness_update"]
+PARTS = ["forward", "meta_features", "virtual_step", "meta_loss", "weight_net_update", "real_step",
+         "hardness_update"]
+OPTION_KEYS = {"mbs": "meta_batch_size", "every": "meta_every", "reuse": "meta_reuse"}
+
+
+def option_config(name: str) -> dict:
+    """'every4-fuse' -> {'meta_every': 4, 'meta_fuse': True} (TrainConfig fields)."""
+    out = {}
+    for part in name.split("-"):
+        m = re.fullmatch(r"(mbs|every|reuse)(\d+)", part)
+        if m and int(m.group(2)) >= 1:
+            out[OPTION_KEYS[m.group(1)]] = int(m.group(2))
+        elif part == "fuse":
+            out["meta_fuse"] = True
+        else:
+            raise SystemExit(f"--options: {part!r} in {name!r} is not mbs<N>, every<k>, reuse<r> "
+                             f"or fuse")
+    return out
 
 
 class Clock:
@@ -43,7 +73,7 @@ class Clock:
 
     def mark(self, name):
         now = self.sync_now()
-        self.parts[name] = now - self.t
+        self.parts[name] = self.parts.get(name, 0.0) + now - self.t   # summed over a period
         self.t = now
 
 
@@ -59,47 +89,89 @@ def batch(vocab, bs, length, n_labels, device, gen):
             "labels": torch.randint(0, n_labels, (bs,), generator=gen).to(device)}
 
 
-def ce_step(model, opt, b, clock):
-    loss = F.cross_entropy(model(b), b["labels"])
-    clock.mark("forward")
+def real_step(model, opt, loss, amp):
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    amp.backward(loss)
+    amp.unscale(opt)
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
+    amp.step(opt)
+    amp.update()
+
+
+def ce_step(model, opt, b, clock, amp):
+    with amp.autocast():
+        logits = model(b)
+    loss = F.cross_entropy(logits.float(), b["labels"])
+    clock.mark("forward")
+    real_step(model, opt, loss, amp)
     clock.mark("real_step")
 
 
-def hamr_step(model, opt, wnet, wopt, names, b, mb, store, idx, clock):
-    losses = token_ce(model(b), b["labels"])
+def hamr_step(model, opt, wnet, wopt, names, b, plan, store, idx, clock, amp):
+    """One training step as ``train_step`` takes it (forward, maybe fused; meta update when due,
+    else the current f_theta; real step; hardness update)."""
+    losses = token_ce(plan.forward(model, b, amp.autocast).float(), b["labels"])
     clock.mark("forward")
-    r = meta_step(model, wnet, wopt, losses, mb, F.cross_entropy, names, alpha=2e-4,
-                  mark=clock.mark)
-    loss = (r.w_post * losses).mean()
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
+    if plan.due:
+        mb = plan.meta_batch(model, amp.autocast)
+        clock.mark("meta_features")        # the cached / fused encoder output (else ~0)
+        r = meta_step(model, wnet, wopt, losses, mb, F.cross_entropy, names, alpha=2e-4,
+                      mark=clock.mark, autocast=amp.autocast, scaler=amp.scaler)
+    else:
+        r = current_weights(wnet, losses)
+        clock.mark("weight_net_update")
+    real_step(model, opt, (r.w_post * losses).mean(), amp)
     clock.mark("real_step")
     store.update(idx, r.w_post.cpu().numpy())
     clock.mark("hardness_update")
+    plan.advance()
+
+
+def variant_specs(args) -> dict:
+    """name -> (scope or None for CE, option string or None, precision name)."""
+    specs = {}
+    for prec in args.precisions:
+        suffix = "" if prec == "fp32" else f"+{prec}"
+        specs[f"ce{suffix}"] = (None, None, prec)
+        for scope in args.scopes:
+            specs[f"hamr[{scope}]{suffix}"] = (scope, None, prec)
+        for opt in args.options:
+            specs[f"hamr[head-{opt}]{suffix}"] = ("head", opt, prec)
+    return specs
 
 
 def run(args) -> dict:
     device = torch.device(args.device)
     torch.set_num_threads(args.threads) if args.threads else None
     n_labels, gen = 5, torch.Generator().manual_seed(0)
-    ce_model = make_model(args.model, eager=args.ce_eager, device=device, n_labels=n_labels)
-    vocab = ce_model.encoder.config.vocab_size
-    variants = {"ce": (ce_model, torch.optim.AdamW(ce_model.parameters(), lr=3e-5), None)}
-    for scope in args.scopes:
+    specs = variant_specs(args)
+    vocab = None
+    variants = {}
+    for k, (scope, opt_name, prec) in specs.items():
+        amp = Precision.for_run(TrainConfig(bf16=prec == "bf16", fp16=prec == "fp16"), device)
+        if scope is None:
+            m = make_model(args.model, eager=args.ce_eager, device=device, n_labels=n_labels)
+            vocab = vocab or m.encoder.config.vocab_size
+            variants[k] = dict(model=m, opt=torch.optim.AdamW(m.parameters(), lr=3e-5), amp=amp,
+                               period=1)
+            continue
         # as in training: eager attention only where the virtual step reaches the encoder
         # (scope head never differentiates twice through attention, so it keeps SDPA like CE)
         m = make_model(args.model, eager=parse_scope(scope) != "head", device=device,
                        n_labels=n_labels)
+        vocab = vocab or m.encoder.config.vocab_size
+        oc = option_config(opt_name) if opt_name else {}
+        mbs = oc.get("meta_batch_size", args.batch_size)
+        mgen = torch.Generator().manual_seed(1)
+        plan = MetaSchedule(lambda mbs=mbs, mgen=mgen: batch(vocab, mbs, args.seq_len, n_labels,
+                                                             device, mgen),
+                            every=oc.get("meta_every", 1), reuse=oc.get("meta_reuse", 1),
+                            fuse=oc.get("meta_fuse", False), features_ok=scope == "head")
         w = WeightNet().to(device)
-        variants[f"hamr[{scope}]"] = (m, torch.optim.AdamW(m.parameters(), lr=3e-5),
-                                      (w, torch.optim.Adam(w.parameters(), lr=1e-4),
-                                       scope_parameter_names(m, parse_scope(scope))))
+        variants[k] = dict(model=m, opt=torch.optim.AdamW(m.parameters(), lr=3e-5), amp=amp,
+                           wnet=w, wopt=torch.optim.Adam(w.parameters(), lr=1e-4),
+                           names=scope_parameter_names(m, parse_scope(scope)), plan=plan,
+                           period=max(plan.every, plan.reuse))
     store = InMemoryHardness(100_000)
     times = {k: [] for k in variants}
     parts = {k: {p: [] for p in PARTS} for k in variants}
@@ -107,29 +179,38 @@ def run(args) -> dict:
     for rep in range(args.warmup + args.repeats):
         random.Random(rep).shuffle(order)
         b = batch(vocab, args.batch_size, args.seq_len, n_labels, device, gen)
-        mb = batch(vocab, args.batch_size, args.seq_len, n_labels, device, gen)
         idx = np.random.default_rng(rep).integers(0, 100_000, args.batch_size)
         for k in order:
-            model, opt, meta = variants[k]
+            v = variants[k]
             clock = Clock(device)
             start = clock.t
-            if meta is None:
-                ce_step(model, opt, b, clock)
-            else:
-                hamr_step(model, opt, meta[0], meta[1], meta[2], b, mb, store, idx, clock)
+            for _ in range(v["period"]):      # a whole period: every/reuse cost varies per step
+                if "plan" not in v:
+                    ce_step(v["model"], v["opt"], b, clock, v["amp"])
+                else:
+                    hamr_step(v["model"], v["opt"], v["wnet"], v["wopt"], v["names"], b,
+                              v["plan"], store, idx, clock, v["amp"])
             if rep >= args.warmup:
-                times[k].append(clock.t - start)
-                for p, v in clock.parts.items():
-                    parts[k][p].append(v)
-    ce = np.asarray(times["ce"])
+                times[k].append((clock.t - start) / v["period"])
+                for p, t in clock.parts.items():
+                    parts[k][p].append(t / v["period"])
     out = {"variants": {}}
     for k in variants:
+        prec = specs[k][2]
+        ce = np.asarray(times["ce" if prec == "fp32" else f"ce+{prec}"])
         t = np.asarray(times[k])
         out["variants"][k] = {
+            "scope": specs[k][0], "options": specs[k][1], "precision": prec,
+            "steps_per_repeat": variants[k]["period"],
             "median_step_s": float(np.median(t)),
             "ratio_to_ce_median": float(np.median(t / ce)),
             "parts_median_s": {p: float(np.median(v)) for p, v in parts[k].items() if v},
         }
+        if prec != "fp32":
+            base = specs[k][0] is None and "ce" or k.rsplit("+", 1)[0]
+            if base in times:
+                out["variants"][k]["speedup_vs_fp32_median"] = float(
+                    np.median(np.asarray(times[base]) / t))
     return out
 
 
@@ -144,12 +225,16 @@ def environment(device) -> dict:
 def markdown(res) -> str:
     lines = [f"Step time, full fine-tuning, batch {res['config']['batch_size']}, seq len "
              f"{res['config']['seq_len']}, device {res['environment']['device']} "
-             f"({res['environment']['gpu'] or res['environment']['hardware']['platform']})", "",
+             f"({res['environment']['gpu'] or res['environment']['hardware']['platform']}), "
+             f"{res['config']['repeats']} repeats; parts in ms per step (a period's mean for "
+             f"every/reuse variants)", "",
              "| variant | median step (ms) | ratio to CE (median of per-repeat ratios) | "
-             + " | ".join(PARTS) + " |", "|---" * (3 + len(PARTS)) + "|"]
+             "speed-up vs fp32 | " + " | ".join(PARTS) + " |", "|---" * (4 + len(PARTS)) + "|"]
     for k, v in res["variants"].items():
         ps = " | ".join(f"{1e3 * v['parts_median_s'].get(p, float('nan')):.1f}" for p in PARTS)
-        lines.append(f"| {k} | {1e3 * v['median_step_s']:.1f} | {v['ratio_to_ce_median']:.2f} | {ps} |")
+        sp = v.get("speedup_vs_fp32_median")
+        lines.append(f"| {k} | {1e3 * v['median_step_s']:.1f} | {v['ratio_to_ce_median']:.2f} | "
+                     f"{'-' if sp is None else f'{sp:.2f}'} | {ps} |")
     return "\n".join(lines) + "\n"
 
 
@@ -158,6 +243,9 @@ def main(argv=None):
     p.add_argument("--model", default=None, help="HF encoder (default: bundled MiniLM)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--scopes", nargs="+", default=["all", "top2", "head"])
+    p.add_argument("--options", nargs="*", default=[],
+                   help="scope-head cost levers: mbs<N>, every<k>, reuse<r>, fuse, combined with -")
+    p.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"])
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--repeats", type=int, default=15)
