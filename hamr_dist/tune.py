@@ -627,6 +627,9 @@ def sweep(cfg: TrainConfig, space: dict | None = None, *, num_samples: int = 8,
                                     scheduler=sched, search_alg=search_alg, reuse_actors=False),
         run_config=tune.RunConfig(name=name, storage_path=str(out / "tune"), verbose=0,
                                   callbacks=callbacks))
+    if sched is not None and grace >= cfg.num_train_epochs > 1:
+        log.info("ASHA stops no trial: its grace period (%d epochs, see docs/tune.md) is not "
+                 "below --num-train-epochs %d", grace, cfg.num_train_epochs)
     log.info("sweep %r: %d trial(s)%s, %s; seed %d", name, num_samples,
              f" x {cfg.num_workers} Ray Train worker(s)" if cfg.num_workers else "",
              f"ASHA (grace period {min(grace, cfg.num_train_epochs)} epoch(s), max "

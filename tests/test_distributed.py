@@ -13,6 +13,7 @@ hardness vectors exactly.
 """
 from __future__ import annotations
 
+import logging
 import pickle
 import socket
 import tempfile
@@ -329,6 +330,135 @@ def test_killed_worker_is_replaced_and_run_matches(two_workers, tmp_path):
     assert_same_run(ref, m)
     assert np.array_equal(final_state(m)["hardness"]["h"], final_state(ref)["hardness"]["h"])
     assert (tmp_path / "out" / "metrics.json").is_file()
+    # rank 0 of the new group said so in one plain line (the driver shows it; here: Ray's logs)
+    import ray
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    said = [p.name for p in logs.glob("worker-*.err") if "hamr| WARNING worker lost, resuming "
+            "from the checkpoint of epoch 1" in p.read_text(errors="replace")]
+    assert said, "no 'worker lost' line in the workers' logs"
+
+
+def test_start_line_tells_a_restart_from_a_resume(caplog):
+    from hamr_dist.distributed.trainer import _say_how_it_starts
+    ckpt = {"epoch": 1}                                   # the loop counts from 0
+    cases = [((ckpt, True, 1), "WARNING", "worker lost, resuming from the checkpoint of epoch 2"),
+             ((ckpt, False, 2), "WARNING", "worker lost, resuming from the checkpoint of epoch 2"),
+             ((None, True, 2), "WARNING", "worker lost before the first checkpoint"),
+             ((ckpt, False, 1), "INFO", "resuming from the checkpoint of epoch 2")]
+    for args, level, text in cases:
+        caplog.clear()
+        with caplog.at_level("INFO", logger="hamr_dist"):
+            _say_how_it_starts(*args)
+        assert [(r.levelname, r.getMessage()[:len(text)]) for r in caplog.records] == [(level, text)]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="hamr_dist"):
+        _say_how_it_starts(None, True, 1)                 # a new run's first attempt: silent
+    assert not caplog.records
+
+
+def test_driver_shows_only_our_lines_without_prefix_or_colour(capsys, monkeypatch):
+    """Ray prints every worker line as '(ActorName pid=..)' in colours, its own bookkeeping
+    included; the driver filter keeps our marked lines only, plain."""
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+
+    from hamr_dist.distributed import raylogs
+    monkeypatch.delenv("HAMR_LOG", raising=False)
+    batch = {"pid": 7, "is_err": True, "lines": [
+        "Failed to query Ray Train Controller actor state. State API may be unavailable.",
+        "hamr| INFO epoch 1/3: loss 1.0000, dev macro-F1 0.5000",
+        "Traceback (most recent call last):",
+        "hamr| WARNING worker lost, resuming from the checkpoint of epoch 1",
+        "hamr| DEBUG median step 10 ms"]}
+    saved = list(dispatcher.handlers)
+    rays = []
+    try:
+        dispatcher.add_handler(raylogs.RAY_PRINTER, rays.append)     # Ray's printer stand-in
+        assert raylogs.install_driver_filter()
+        dispatcher.emit(batch)
+        assert rays == []                                           # replaced, not added to
+        dispatcher.handlers = list(saved)
+        dispatcher.add_handler(raylogs.RAY_PRINTER, rays.append)
+        monkeypatch.setenv("HAMR_LOG", "DEBUG")                     # everything, as Ray prints
+        assert not raylogs.install_driver_filter()
+        dispatcher.emit(batch)
+        assert rays == [batch]
+    finally:
+        dispatcher.handlers = saved
+    assert capsys.readouterr().err.splitlines() == [
+        "INFO epoch 1/3: loss 1.0000, dev macro-F1 0.5000",
+        "WARNING worker lost, resuming from the checkpoint of epoch 1"]
+    # a sweep shows its trials' warnings only
+    raylogs._print_marked(batch, min_level=logging.WARNING)
+    assert capsys.readouterr().err.splitlines() == [
+        "WARNING worker lost, resuming from the checkpoint of epoch 1"]
+
+
+def test_ray_prints_no_colour_codes_off_a_terminal(monkeypatch):
+    """HAMR_LOG=DEBUG keeps Ray's printer; off a terminal (pytest captures stderr) it must
+    print without ANSI colour codes."""
+    import io
+
+    from ray._private.worker import print_worker_logs
+
+    from hamr_dist.distributed import raylogs
+    monkeypatch.delenv("RAY_COLOR_PREFIX", raising=False)
+    raylogs.ray_init_kwargs()
+    buf = io.StringIO()
+    print_worker_logs({"pid": 7, "ip": "h", "localhost": "h", "lines": ["a line"]}, buf)
+    assert "\x1b[" not in buf.getvalue() and "a line" in buf.getvalue()
+
+
+def test_resume_command_is_the_same_command_with_the_run_name():
+    from hamr_dist.distributed.trainer import resume_command
+    assert resume_command(["train", "--num-workers", "2", "--data", "my data"], "r1") == \
+        "hamr train --num-workers 2 --data 'my data' --run-name r1"
+    assert resume_command(["train", "--run-name", "old", "--run_name=x", "--seed", "1"], "r2") == \
+        "hamr train --seed 1 --run-name r2"
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_ray_run_exits_130_with_the_resume_command_and_marks_mlflow_killed(tmp_path):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) once an epoch is done:
+    exit 130, one 'hamr: interrupted' line with the resume command, the MLflow run KILLED;
+    and what the user saw on the way has no Ray noise and no colour codes (~60 s here)."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+    out = tmp_path / "out"
+    env = dict(os.environ, HAMR_MLFLOW="1", HAMR_LOG="INFO")
+    env.pop("RAY_ADDRESS", None)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "hamr_dist.cli", "train", "--num-workers", "2",
+         "--freeze-encoder", "--max-train-samples", "300", "--max-eval-samples", "60",
+         "--num-train-epochs", "500", "--output-dir", str(out), "--no-progress",
+         "--run-name", "ctrl-c"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True)
+    seen = []
+    try:
+        for line in p.stderr:
+            seen.append(line)
+            if re.match(r"INFO epoch 1/500: ", line):
+                break
+        os.killpg(p.pid, signal.SIGINT)
+        _, rest = p.communicate(timeout=180)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    err = "".join(seen) + rest
+    assert p.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("hamr: interrupted; resume with: hamr train --num-workers 2"), err
+    assert last.endswith("--run-name ctrl-c"), err
+    assert "\x1b[" not in err and "PlacementGroupCleaner" not in err and "pid=" not in err, err
+    c = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    runs = c.search_runs([c.get_experiment_by_name("hamr").experiment_id])
+    assert [r.info.status for r in runs] == ["KILLED"], err
+    assert runs[0].data.tags.get("hamr.error") == "KeyboardInterrupt"
 
 
 @pytest.mark.slow
