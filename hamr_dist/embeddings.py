@@ -43,12 +43,16 @@ def _load(model: str, device: str):
 
 def encode_texts(texts: list[str], model: str | None = None, batch_size: int = 64,
                  max_length: int = 128, pooling: str = "mean", normalize: bool = True,
-                 device: str = "cpu", show_progress: bool = False) -> np.ndarray:
-    """float32 ``[N, d]`` embeddings; ``pooling`` is "mean" (over the attention mask) or "cls"."""
+                 device: str = "cpu", show_progress: bool = False, progress=None) -> np.ndarray:
+    """float32 ``[N, d]`` embeddings; ``pooling`` is "mean" (over the attention mask) or "cls".
+    ``progress``: called with the number of texts of each finished batch."""
     import torch
 
     if pooling not in ("mean", "cls"):
         raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+    if model:
+        from .hub import check_model_source
+        check_model_source(model, "--embedder")
     tok, net = _load(model or default_model_path(), device)
     texts = [str(t) for t in texts]
     out = np.zeros((len(texts), net.config.hidden_size), dtype=np.float32)
@@ -73,6 +77,8 @@ def encode_texts(texts: list[str], model: str | None = None, batch_size: int = 6
             if normalize:
                 vec = torch.nn.functional.normalize(vec, dim=-1)
             out[rows] = vec.float().cpu().numpy()
+            if progress is not None:
+                progress(len(rows))
     return out
 
 
@@ -124,7 +130,10 @@ def cached_embeddings(texts, model: str | None = None, cache_dir=None, **kw) -> 
                 return emb
         except (OSError, ValueError):
             pass  # unreadable or truncated: recompute and overwrite
-    emb = encode_texts(texts, model=model, **kw)
+    from .progress import phase
+    with phase(f"embedding {len(texts)} texts with the sentence embedder (cached for later runs)",
+               total=len(texts), announce=not kw.get("show_progress")) as tick:
+        emb = encode_texts(texts, model=model, progress=tick, **kw)
     folder.mkdir(parents=True, exist_ok=True)
     # tmp file in the same folder + os.replace: readers never see a half-written file
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".npy.tmp")

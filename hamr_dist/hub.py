@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
 from .errors import ConfigError
 
@@ -29,13 +27,17 @@ def looks_like_path(name: str) -> bool:
 
 
 def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """One TCP connection to the hub's host (``$HF_ENDPOINT`` or huggingface.co), no retries."""
-    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    port = url.port or (443 if url.scheme == "https" else 80)
+    """One HTTP request to the hub (``$HF_ENDPOINT`` or huggingface.co), no retries: any HTTP
+    answer means reachable; no connection, no TLS or no answer in ``timeout`` s means not."""
+    import urllib.error
+    import urllib.request
+    url = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     try:
-        with socket.create_connection((url.hostname, port), timeout=timeout):
-            return True
-    except OSError:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout)
+        return True
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):      # URLError, timeouts, TLS errors, a malformed endpoint
         return False
 
 
@@ -60,5 +62,5 @@ def check_model_source(name: str, flag: str) -> None:
         return              # offline: from_pretrained reads the cache and fails fast itself
     if not hub_reachable():
         raise ConfigError(f"{flag} {name}: not a local folder, not in the Hugging Face cache, and "
-                          f"the hub is unreachable (no connection within {PROBE_TIMEOUT_S:g} s); "
+                          f"the hub is unreachable (no answer within {PROBE_TIMEOUT_S:g} s); "
                           f"pass a local model folder or check the network")

@@ -286,3 +286,41 @@ def test_hub_name_not_found(monkeypatch):
 def test_unknown_task(tmp_path):
     with pytest.raises(ConfigError, match="unknown task 'pos'"):
         load_data(make(tmp_path, CLS), task="pos")
+
+
+# ---------------------------------------------------------------- degenerate training data
+
+def test_single_class_training_set_is_refused(tmp_path):
+    one = [{"text": t, "label": "pos"} for t in ("good", "nice", "great")]
+    msg = error(make(tmp_path / "a", CLS, train=one,
+                     dev=[{"text": "ok", "label": "pos"}], test=[{"text": "fine", "label": "pos"}]))
+    assert "train.jsonl" in msg and "'pos'" in msg and "two classes" in msg
+
+
+def test_ner_training_set_without_entities_is_refused(tmp_path):
+    plain = [{"tokens": ["a", "b"], "ner_tags": ["O", "O"]}] * 3
+    msg = error(make(tmp_path / "a", NER, train=plain, dev=plain, test=plain))
+    assert "train.jsonl" in msg and "entity" in msg
+
+
+def csv_folder(folder: Path, labels: list[str]) -> Path:
+    folder.mkdir(parents=True)
+    rows = "".join(f"text {i},{lab}\n" for i, lab in enumerate(labels))
+    for split in ("train", "dev", "test"):
+        (folder / f"{split}.csv").write_text("text,label\n" + rows)
+    return folder
+
+
+def test_numeric_labels_follow_one_rule_in_csv_and_json(tmp_path):
+    """1.0 is class id 1 in JSON and in CSV alike; 1.5 is an error in both."""
+    json_data = load_data(make(tmp_path / "j", CLS, train=[
+        {"text": "a", "label": 0.0}, {"text": "b", "label": 1.0}, {"text": "c", "label": 1}],
+        dev=[{"text": "d", "label": 1.0}], test=[{"text": "e", "label": 0}]))
+    csv_data = load_data(csv_folder(tmp_path / "c", ["0.0", "1.0", "1"]))
+    assert json_data.label_names == csv_data.label_names == ["0", "1"]
+    assert [r["label"] for r in json_data.train] == [r["label"] for r in csv_data.train] == [0, 1, 1]
+    msg_json = error(make(tmp_path / "j2", CLS, train=[{"text": "a", "label": 0},
+                                                       {"text": "b", "label": 1.5}]))
+    msg_csv = error(csv_folder(tmp_path / "c2", ["0", "1.5"]))
+    for msg, where in ((msg_json, "train.jsonl:2"), (msg_csv, "train.csv:3")):
+        assert where in msg and "1.5" in msg and "whole number" in msg

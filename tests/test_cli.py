@@ -1,5 +1,6 @@
 """The hamr command as a user runs it: exit codes, one-line errors, YAML configs, predict."""
 import json
+import os
 import subprocess
 import sys
 
@@ -70,3 +71,76 @@ def test_train_then_predict(tmp_path, capsys):
     assert code == 0
     rows = [json.loads(l) for l in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["prediction"] in labels
+
+
+def test_hugging_face_underscore_spellings(tmp_path):
+    """--output_dir as well as --output-dir, for every flag (HF's argument parser does so)."""
+    args = parser().parse_args(["train", "--output_dir", str(tmp_path), "--num_train_epochs", "2",
+                                "--per_device_train_batch_size", "8", "--learning_rate", "0.01",
+                                "--no_freeze_encoder", "--max_seq_length", "64",
+                                "--overwrite_output_dir", "--max_steps", "7"])
+    cfg = config_from_args(args)
+    assert (cfg.output_dir, cfg.num_train_epochs, cfg.per_device_train_batch_size) == (
+        str(tmp_path), 2, 8)
+    assert cfg.learning_rate == 0.01 and cfg.freeze_encoder is False and cfg.max_seq_length == 64
+    assert cfg.max_steps == 7 and args.overwrite_output_dir
+    assert config_from_args(parser().parse_args(["train", "--freeze_encoder"])).freeze_encoder
+    args = parser().parse_args(["embed", "--data", "d", "--cache_dir", "c"])
+    assert args.cache_dir == "c"
+    help_text = run_cli("train", "--help").stdout
+    assert "--output_dir" not in help_text and "--output-dir" in help_text   # help stays short
+
+
+def test_help_lists_choices_version_and_embed_description():
+    from hamr_dist.config import FIELDS
+    wide = subprocess.run([sys.executable, "-m", "hamr_dist.cli", "train", "--help"],
+                          capture_output=True, text=True, env={**os.environ, "COLUMNS": "400"})
+    help_text = " ".join(wide.stdout.split("options:", 1)[1].split())
+    with_choices = [f for f in FIELDS.values() if f.metadata.get("choices")]
+    assert {"method", "task", "pooling", "meta_set", "knn_index", "ner_sample_loss"} <= {
+        f.name for f in with_choices}
+    train_parser = next(a for a in parser()._actions if a.dest == "command").choices["train"]
+    for f in with_choices:
+        action = next(a for a in train_parser._actions if a.dest == f.name)
+        listed = "one of: " + ", ".join(f.metadata["choices"])
+        assert action.help.endswith(listed) and listed in help_text, f.name
+    embed = run_cli("embed", "--help").stdout
+    assert "neighbour boost" in embed and "cache" in embed
+    r = run_cli("--version")
+    from hamr_dist import __version__
+    assert r.returncode == 0 and r.stdout.strip() == f"hamr {__version__}"
+
+
+def test_model_path_and_unreachable_hub_name_fail_fast(tmp_path, monkeypatch):
+    import time
+    r = run_cli("train", "--output-dir", str(tmp_path / "o"), "--model", str(tmp_path / "nope"))
+    assert r.returncode == 2 and "no such folder" in r.stderr and "Repo id" not in r.stderr
+    # a hub name that is neither cached nor reachable: one line within seconds, not 50 s of
+    # retries (HF_HUB_OFFLINE unset; a closed local port stands for "no network")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    t0 = time.time()
+    r = run_cli("train", "--output-dir", str(tmp_path / "o"), "--model", "no-org/no-such-model")
+    assert r.returncode == 2 and time.time() - t0 < 30
+    err = [l for l in r.stderr.splitlines() if l.strip() and not l.startswith("INFO")]
+    assert len(err) == 1 and "unreachable" in err[0] and "no-org/no-such-model" in err[0], r.stderr
+
+
+def test_one_epoch_numbering_console_metrics_mlflow(tmp_path, capsys, monkeypatch):
+    from mlflow.tracking import MlflowClient
+    out = tmp_path / "run"
+    assert main(["train", "--freeze-encoder", "--num-train-epochs", "2", "--max-train-samples",
+                 "200", "--max-eval-samples", "60", "--output-dir", str(out), "--no-progress",
+                 "--method", "ce", "--mlflow"]) == 0
+    printed = capsys.readouterr().out
+    best = int(printed.split("best epoch ")[1].split(",")[0])
+    m = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in m["history"]] == [1, 2]
+    assert m["best_epoch"] == best
+    devs = [h["dev_macro_f1"] for h in m["history"]]
+    assert devs[best - 1] == max(devs) == m["dev"]["macro_f1"]
+    info = json.loads((out / "mlflow_run.json").read_text())
+    c = MlflowClient(tracking_uri=info["tracking_uri"])
+    assert c.get_run(info["run_id"]).data.metrics["best_epoch"] == best
+    assert [x.step for x in c.get_metric_history(info["run_id"], "loss")] == [1, 2]

@@ -3,8 +3,9 @@
 A folder holds one file per split, named ``<split>.<ext>``: the split ``train``, ``dev`` (also
 ``validation``, ``valid``, ``val``) and ``test``; the extension ``.json`` / ``.jsonl`` (a JSON
 array or JSON lines, told apart by the first character, not the extension), ``.parquet`` or
-``.csv``. CSV columns: ``text,label[,label_text]`` for classification (an all-digit label is a
-class id); ``tokens,ner_tags`` for NER, each cell either a JSON list (``["New", "York"]``) or
+``.csv``. CSV columns: ``text,label[,label_text]`` for classification (a label that is a number
+is read as a number, the same rule as JSON's: ``1`` and ``1.0`` are class id 1, ``1.5`` is an
+error); ``tokens,ner_tags`` for NER, each cell either a JSON list (``["New", "York"]``) or
 space-separated (then tokens cannot contain spaces). A parquet file written by HF datasets
 keeps its ClassLabel names. Validation, label vocabularies and IOB2 repair: ``schema.py``.
 """
@@ -22,6 +23,7 @@ from hamr_dist.errors import DataError
 SPLIT_NAMES = {"train": ("train",), "dev": ("dev", "validation", "valid", "val"),
                "test": ("test",)}
 EXTENSIONS = (".jsonl", ".json", ".parquet", ".csv")
+_DECIMAL = re.compile(r"[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?")
 _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
@@ -171,6 +173,8 @@ def _csv_cell(path: Path, line: int, key: str, value: str):
         return s.split()
     if key == "label" and re.fullmatch(r"-?\d+", value.strip()):
         return int(value)                # CSV has no types: an all-digit label is a class id
+    if key == "label" and _DECIMAL.fullmatch(value.strip()):
+        return float(value)              # a number, as in JSON: schema.py takes 1.0 as id 1
     return value
 
 

@@ -5,6 +5,9 @@ module validates them and builds :class:`LoadedData` with normalised records:
 
 - CLS ``{"text": str, "label": int}``; NER ``{"tokens": list[str], "tags": list[int]}``, ids into
   ``label_names``.
+- CLS labels: an integer class id or a class name; a whole number of any format (JSON ``1.0``,
+  CSV ``1.0``, a float parquet column) is the id 1, another number an error. Training data of
+  a single class (NER: without any entity) is refused: there is nothing to tell apart.
 - CLS label names: ClassLabel names when the source declares them (HF datasets, HF parquet);
   for integer labels ids 0..K-1 named by ``label_text`` (or the id as a string); for string
   labels the sorted names. The vocabulary comes from train: a dev/test label that train lacks,
@@ -115,6 +118,14 @@ def _cls_record(split: RawSplit, i: int) -> tuple[str, object]:
     if not text.strip():
         raise DataError("text is empty or whitespace only", **split.at(i), field="text",
                         hint="fill in the text or remove the record")
+    if isinstance(label, float) and not isinstance(label, bool):
+        # one rule for every format: a whole number is a class id (JSON 1.0, CSV "1.0", a
+        # float column of parquet), any other number is an error
+        if not (label == label and abs(label) != float("inf") and label.is_integer()):
+            raise DataError(f"label {label!r} is not a whole number", **split.at(i),
+                            field="label", hint="class ids are integers 0..K-1; or use class "
+                                                "names")
+        label = int(label)
     if isinstance(label, bool) or not isinstance(label, (int, str)):
         raise DataError(f"expected an integer class id or a class name, got {type_name(label)}",
                         **split.at(i), field="label", hint="give one label per record")
@@ -149,6 +160,10 @@ def _build_cls(splits: dict[str, RawSplit], source: str) -> LoadedData:
         names = sorted({lab for _, lab in rows})
         index = {n: k for k, n in enumerate(names)}
         ids = [index[lab] for _, lab in rows]
+    if len(names) < 2:
+        raise DataError(f"every training sample has the class {names[0]!r}: there is nothing to "
+                        "tell apart", file=train.file, field="label",
+                        hint="a classifier needs training samples of at least two classes")
     out = {"train": [{"text": t, "label": k} for (t, _), k in zip(rows, ids)]}
     int_ids = isinstance(rows[0][1], int) and not declared
     for name in ("dev", "test"):
@@ -313,6 +328,10 @@ def _build_ner(splits: dict[str, RawSplit], source: str) -> LoadedData:
             raise DataError(f"entity type {t!r}, declared by the dataset's tag names, has no "
                             "training mention", file=train.file, field="ner_tags",
                             hint="add training sentences with that type or drop its tag names")
+    if not types:
+        raise DataError("no training sentence has an entity (every tag is O): there is nothing "
+                        "to learn", file=train.file, field="ner_tags",
+                        hint="add sentences with B-/I- tags to the training split")
     label_names = ["O"] + [f"{p}-{t}" for t in types for p in "BI"]
     index = {n: k for k, n in enumerate(label_names)}
     out = {}

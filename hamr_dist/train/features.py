@@ -12,6 +12,7 @@ import torch
 
 from ..data.tokenize import IGNORE, TokenBatches, to_device
 from ..embeddings import model_fingerprint
+from ..progress import phase
 
 
 def cache_root(cache_dir: str | None) -> Path:
@@ -54,7 +55,10 @@ def cached_features(model, batches: TokenBatches, model_name: str, pooling: str,
     if path.exists():
         with np.load(path) as z:
             return (z["flat"], z["offsets"]) if "offsets" in z else z["flat"]
-    feats = compute_features(model, batches)
+    what = "texts" if batches.task == "cls" else "sentences"
+    with phase(f"encoding features of {len(batches)} {what} with the frozen encoder (cached for "
+               f"later runs)", total=len(batches), unit=what[:-1]) as tick:
+        feats = compute_features(model, batches, progress=tick)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
     if isinstance(feats, tuple):

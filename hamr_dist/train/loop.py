@@ -71,12 +71,15 @@ class Result:
 def local_boost(s: Setup) -> Callable[[np.ndarray], np.ndarray]:
     """Neighbour boost computed in this process (the Ray path uses the neighbour actor)."""
     from ..embeddings import cached_embeddings
+    from ..progress import phase
     from ..sampling.neighbors import build_index, neighbour_boost
     c = s.cfg
     emb = cached_embeddings(embedding_texts(s.train.records, s.data.task), model=c.embedder,
                             cache_dir=c.cache_dir)
-    index = build_index(emb, num_shards=c.num_index_shards, kind=c.knn_index, nlist=c.knn_nlist,
-                        nprobe=c.knn_nprobe)
+    with phase(f"building the neighbour index over {len(emb)} embeddings ({c.knn_index})",
+               announce=len(emb) >= 20000):
+        index = build_index(emb, num_shards=c.num_index_shards, kind=c.knn_index,
+                            nlist=c.knn_nlist, nprobe=c.knn_nprobe)
     return lambda h: neighbour_boost(index, emb, h, rho=c.hard_ratio, k=c.k)
 
 

@@ -16,6 +16,7 @@ from ..data.meta_set import build_meta_set
 from ..data.tokenize import Encoded, TokenBatches, encode_records
 from ..methods import Method, get_method
 from ..model import HamrModel, default_model, load_encoder, scope_parameter_names
+from ..progress import phase
 from .features import FeatureBatches, cached_features, reuse_features
 
 log = logging.getLogger("hamr_dist")
@@ -96,10 +97,13 @@ def build(cfg: TrainConfig, data=None, device=None) -> Setup:
                       cfg.pooling).to(pick_device(device))
 
     splits = {}
-    for name, recs in [("train", train_records), ("meta", meta_records),
-                       ("dev", data.dev), ("test", data.test)]:
-        e = encode_records(recs, tok, data.task, cfg.max_seq_length)
-        splits[name] = Split(recs, e, TokenBatches(e.ds, tok.pad_token_id or 0, data.task))
+    parts = [("train", train_records), ("meta", meta_records), ("dev", data.dev), ("test", data.test)]
+    n_all = sum(len(r) for _, r in parts)
+    with phase(f"tokenizing {n_all} {'texts' if data.task == 'cls' else 'sentences'}",
+               announce=n_all >= 5000):
+        for name, recs in parts:
+            e = encode_records(recs, tok, data.task, cfg.max_seq_length)
+            splits[name] = Split(recs, e, TokenBatches(e.ds, tok.pad_token_id or 0, data.task))
     t = splits["train"].encoded
     if t.truncated:
         log.warning("%d of %d training %s longer than max_seq_length=%d were truncated",
