@@ -43,10 +43,10 @@ from benchmarks.common import (RESULTS, Stopwatch, environment, environment_foot
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 DEFAULT_DATASETS = ("sst5", "hurricane_irma_2017", "mit_restaurant", "tweetner7_2020")
 SYNTHETIC = "synthetic"   # the built-in generated corpus (TrainConfig.data=None)
-BASELINES = ("ce", "icf", "focal", "dice", "mwn")
+BASELINES = ("ce", "icf", "focal", "dice", "mwn", "lnr")
 ABLATIONS = (("full HAMR", "hamr"), ("w/o resampling", "hamr-no-resample"),
              ("w/o meta weights", "hamr-no-meta"), ("w/o kNN boost", "hamr-no-knn"))
-ALL_METHODS = BASELINES + tuple(m for _, m in ABLATIONS)
+ALL_METHODS = BASELINES + tuple(m for _, m in ABLATIONS) + ("hamr-cb",)
 TIERS = {"probe": {"freeze_encoder": True}, "finetune": {"freeze_encoder": False}}
 # config fields that do not change what a run computes (ignored when --resume compares configs)
 VOLATILE = ("output_dir", "cache_dir", "progress")
@@ -66,9 +66,31 @@ def resolve_dataset(spec: str) -> tuple[str, str | None]:
     return p.name or spec, str(p.resolve()) if p.exists() else spec
 
 
+def parse_variants(specs) -> dict:
+    """``LABEL=METHOD[:key=value,...]`` -> {label: (method, {field: value})}: a row of the table
+    that runs ``METHOD`` with other options (values parsed as YAML scalars)."""
+    import yaml
+    out = {}
+    for spec in specs or []:
+        label, _, rest = spec.partition("=")
+        method, _, opts = rest.partition(":")
+        if not label or not method:
+            raise SystemExit(f"--variant {spec!r}: expected LABEL=METHOD[:key=value,...]")
+        kv = {}
+        for item in filter(None, opts.split(",")):
+            k, _, v = item.partition("=")
+            kv[k.strip().replace("-", "_")] = yaml.safe_load(v)
+        out[label] = (method, kv)
+    return out
+
+
 def make_config(args, data_path: str | None, method: str, seed: int, output_dir: str):
     from hamr_dist.config import TrainConfig
     kw = dict(TIERS[args.tier])
+    method, extra = parse_variants(getattr(args, "variant", None)).get(method, (method, {}))
+    if getattr(args, "patience", None):
+        kw["early_stopping_patience"] = args.patience
+    kw.update(extra)
     if args.tier == "finetune" and args.meta_scope:
         kw["meta_scope"] = args.meta_scope
     if args.lr is not None:
@@ -188,25 +210,27 @@ def summarize(doc: dict) -> dict:
                            "best_epochs": [r["best_epoch"] for r in rs],
                            "wall_mean_s": mean_std(r["wall_time_s"] for r in rs)[0],
                            "cpu_mean_s": mean_std(r.get("cpu_time_s") for r in rs)[0]}
-        out[name] = {"methods": per, "hamr_vs_best_baseline": gain(per, ok, name)}
+        out[name] = {"methods": per, "hamr_vs_best_baseline": gain(per, ok, name),
+                     "vs_best_baseline": {m: gain(per, ok, name, m) for m in per
+                                          if m not in BASELINES}}
     return out
 
 
-def gain(per: dict, ok: list, name: str) -> dict | None:
+def gain(per: dict, ok: list, name: str, who: str = "hamr") -> dict | None:
     base = [m for m in BASELINES if m in per]
-    if "hamr" not in per or not base:
+    if who not in per or not base:
         return None
     best = max(base, key=lambda m: per[m]["dev_mean"])
     oracle = max(base, key=lambda m: per[m]["test_mean"])
     by_seed = lambda m: {r["seed"]: r["test"]["macro_f1"] for r in ok  # noqa: E731
                          if r["dataset"] == name and r["method"] == m}
-    h, b = by_seed("hamr"), by_seed(best)
+    h, b = by_seed(who), by_seed(best)
     paired = mean_std(h[s] - b[s] for s in sorted(set(h) & set(b)))
     return {"best_baseline": best, "best_baseline_dev_mean": per[best]["dev_mean"],
             "best_baseline_test_mean": per[best]["test_mean"],
             "best_baseline_test_std": per[best]["test_std"],
-            "hamr_test_mean": per["hamr"]["test_mean"], "hamr_test_std": per["hamr"]["test_std"],
-            "gain_test": per["hamr"]["test_mean"] - per[best]["test_mean"],
+            "hamr_test_mean": per[who]["test_mean"], "hamr_test_std": per[who]["test_std"],
+            "gain_test": per[who]["test_mean"] - per[best]["test_mean"],
             "paired_gain_mean": paired[0], "paired_gain_std": paired[1],
             "hamr_wins_seeds": sum(h[s] > b[s] for s in set(h) & set(b)),
             "paired_seeds": len(set(h) & set(b)),
@@ -279,6 +303,24 @@ def render_md(doc: dict) -> str:
                      f"{g['hamr_wins_seeds']}/{g['paired_seeds']}"])
     L.append(md_table(["dataset", "best baseline", "its dev", "its test", "HAMR test", "gain",
                        "per-seed gain", "HAMR wins (seeds)"], rows))
+
+    variants = [m for m in methods if m not in BASELINES and m != "hamr"]
+    if variants:
+        L += ["", "## Other HAMR variants vs the best baseline (dev-chosen, test)", ""]
+        rows = []
+        for m in variants:
+            for n in names:
+                g = (summ[n].get("vs_best_baseline") or {}).get(m)
+                if g is None:
+                    continue
+                rows.append([m, n, g["best_baseline"], fmt_ms(g["best_baseline_test_mean"],
+                             g["best_baseline_test_std"]),
+                             fmt_ms(g["hamr_test_mean"], g["hamr_test_std"]),
+                             pts(g["gain_test"], sign=True),
+                             f"{pts(g['paired_gain_mean'], sign=True)} ± {pts(g['paired_gain_std'])}",
+                             f"{g['hamr_wins_seeds']}/{g['paired_seeds']}"])
+        L.append(md_table(["method", "dataset", "best baseline", "its test", "method test", "gain",
+                           "per-seed gain", "wins (seeds)"], rows))
 
     L += ["", "## Ablation (test macro-F1)", ""]
     rows = []
@@ -425,6 +467,11 @@ def parse_args(argv=None):
                    help=f"dataset folders (or names under {SHARED_DATASETS}, or '{SYNTHETIC}'); "
                         f"default: {' '.join(DEFAULT_DATASETS)}")
     p.add_argument("--methods", nargs="+", default=list(ALL_METHODS))
+    p.add_argument("--variant", action="append", default=[],
+                   help="LABEL=METHOD:key=value,... a table row running METHOD with other options "
+                        "(list LABEL in --methods), e.g. hamr-debiased=hamr:hardness_rule=debiased-ema")
+    p.add_argument("--patience", type=int, default=None,
+                   help="early stopping on dev macro-F1 after this many epochs without a gain")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=32)
@@ -443,9 +490,11 @@ def parse_args(argv=None):
     p.add_argument("--verbose", action="store_true", help="per-epoch logs of hamr_dist")
     a = p.parse_args(argv)
     from hamr_dist.methods import METHODS
-    bad = [m for m in a.methods if m not in METHODS]
+    variants = parse_variants(a.variant)
+    bad = [m for m in a.methods if m not in METHODS and m not in variants]
+    bad += [f"{k} (runs {m})" for k, (m, _) in variants.items() if m not in METHODS]
     if bad:
-        p.error(f"unknown method(s) {bad}; choose from {list(METHODS)}")
+        p.error(f"unknown method(s) {bad}; choose from {list(METHODS)} or a --variant label")
     if a.epochs < 1:
         p.error("--epochs must be >= 1")
     a.name = a.name or f"quality_{a.tier}"
@@ -471,7 +520,9 @@ def main(argv=None) -> dict:
               "learning_rate": args.lr or ("1e-3 (frozen default)" if args.tier == "probe"
                                            else "3e-5 (default)"),
               "max_train_samples": args.max_train_samples, "max_eval_samples": args.max_eval_samples,
-              "max_seq_length": args.max_seq_length, **TIERS[args.tier]}
+              "max_seq_length": args.max_seq_length, "early_stopping_patience": args.patience,
+              "variants": {k: [m, o] for k, (m, o) in parse_variants(args.variant).items()},
+              **TIERS[args.tier]}
     if args.tier == "finetune":
         budget["meta_scope"] = args.meta_scope or "package default"
     session = {"started": now_iso(), "elapsed_s": 0.0, "environment": environment()}
@@ -483,7 +534,7 @@ def main(argv=None) -> dict:
     if old:   # a resumed table covers what it had plus what this invocation adds
         doc["seeds"] = sorted(set(old.get("seeds", [])) | set(args.seeds))
         doc["methods"] = sorted(set(old.get("methods", [])) | set(args.methods),
-                                key=lambda m: (ALL_METHODS + (m,)).index(m))
+                                key=lambda m: (ALL_METHODS + tuple(args.methods) + (m,)).index(m))
         doc["runs_planned"] = len(datasets) * len(doc["methods"]) * len(doc["seeds"])
         doc["sessions"] = old.get("sessions", [])
         doc["datasets"] = {k: v for k, v in old.get("datasets", {}).items()}

@@ -72,6 +72,33 @@ class TrainConfig:
     w_min: float = opt(0.1, "lower clip of the normalised weights")
     w_max: float = opt(8.0, "upper clip of the normalised weights")
     gamma: float = opt(0.99, "hardness EMA decay")
+    hardness_rule: str = opt("ema", "how post-meta weights become hardness: ema (the paper's per-visit "
+                             "EMA from 1), debiased-ema (EMA from 0 divided by 1 - gamma^visits), "
+                             "epoch-ema (per-epoch mean weight, decayed per epoch by "
+                             "--hardness-epoch-gamma), decay-all (the authors' code: decay every "
+                             "entry each step, renormalise); see docs/hardness.md",
+                             ["ema", "debiased-ema", "epoch-ema", "decay-all"])
+    hardness_epoch_gamma: float = opt(0.5, "decay per epoch of --hardness-rule epoch-ema")
+    class_prior_power: float = opt(1.0, "hamr-cb: sampling prior n_c^-power of the sample's class "
+                                   "(NER: its rarest entity type); 1 balances the classes, 0.5 is "
+                                   "square-root sampling")
+    weight_norm: str = opt("attached", "normalise w by a batch mean that the meta-gradient flows "
+                           "through (attached) or not (detached, as the authors' code)",
+                           ["attached", "detached"])
+    dice_alpha: float = opt(0.01, "dice: exponent of the self-adjusting factor (1-p)^alpha")
+    dice_smooth: float = opt(1e-4, "dice: smoothing added to numerator and denominator")
+    lnr_threshold: float = opt(3.0, "lnr: z-score threshold t of the flip rate tanh(z - t)")
+    lnr_warmup_epochs: int = opt(1, "lnr: epochs of plain CE before the labels are re-balanced")
+    probe_size: int = opt(512, "training samples on which the Spearman correlation of hardness "
+                          "with the current loss is measured each epoch (0: off)")
+    early_stopping_patience: int | None = opt(None, "stop when dev macro-F1 has not improved for "
+                                              "this many epochs (default: train every epoch)")
+    load_best_model_at_end: bool = opt(True, "keep the epoch with the best dev macro-F1 (else the last epoch)")
+    preset: str | None = opt(None, "a named recipe whose options apply unless given explicitly: "
+                             "paper = the authors' setting (batch 8, 8 epochs, lr 4e-5 CLS / 2e-5 "
+                             "NER, max length 512, no warm-up or weight decay, meta scope all, hard "
+                             "ratio 0.1, the last epoch's model, bf16 on a GPU); see docs/hardness.md",
+                             ["paper"])
     tau: float = opt(0.7, "sampling temperature: p ~ (h + eps)^tau (1 + lambda b)")
     lam: float = opt(None, "neighbour boost lambda (default 0.7 CLS, 0.1 NER)")
     k: int = opt(10, "neighbours per hard sample")
@@ -99,6 +126,10 @@ class TrainConfig:
                                    "(default: <output_dir>/ray_runs)")
     max_failures: int = opt(1, "Ray: restarts of the worker group from the last checkpoint before the run fails (-1: unlimited)")
     checkpoint_every: int = opt(1, "Ray: checkpoint every N epochs (and always after the last)")
+    hardness_shards: int = opt(1, "Ray: hardness actors, each holding one index range of h and b (the "
+                               "EMA work is spread over them; h stays the same, bit for bit)")
+    hardness_batch_steps: int = opt(1, "Ray: a worker sends its hardness updates N steps per message "
+                                    "(fewer messages for the hardness actors; reads send them first)")
     # MLflow (hamr_dist.tracking): rank 0 logs params, per-epoch metrics, plots and outputs
     mlflow: bool | None = opt(None, "log the run to MLflow (default: on, unless $HAMR_MLFLOW=0)")
     mlflow_uri: str | None = opt(None, "MLflow tracking URI, e.g. http://host:5000 (default: "
@@ -109,6 +140,14 @@ class TrainConfig:
     def resolved(self, task: str) -> "TrainConfig":
         """Fill task-dependent defaults and validate; returns a new config."""
         c = dataclasses.replace(self, task=task)
+        if c.method == "lnr" and task != "cls":
+            raise ConfigError("method lnr re-balances sequence labels and supports classification "
+                              "only (use --method hamr-cb or icf for NER)")
+        if c.preset == "paper":
+            if c.learning_rate is None:
+                c.learning_rate = 2e-5 if task == "ner" else 4e-5
+            if not (c.bf16 or c.fp16) and _cuda_bf16():
+                c.bf16 = True
         if c.learning_rate is None:
             c.learning_rate = 1e-3 if c.freeze_encoder else 3e-5
         if c.wnet_lr is None:
@@ -137,6 +176,14 @@ class TrainConfig:
             ("max_seq_length", self.max_seq_length >= 8, "must be >= 8"),
             ("tau", self.tau > 0, "must be > 0"),
             ("gamma", 0 <= self.gamma < 1, "must be in [0, 1)"),
+            ("hardness_epoch_gamma", 0 <= self.hardness_epoch_gamma < 1, "must be in [0, 1)"),
+            ("class_prior_power", self.class_prior_power >= 0, "must be >= 0"),
+            ("dice_alpha", self.dice_alpha >= 0, "must be >= 0"),
+            ("dice_smooth", self.dice_smooth >= 0, "must be >= 0"),
+            ("lnr_warmup_epochs", self.lnr_warmup_epochs >= 1, "must be >= 1"),
+            ("probe_size", self.probe_size >= 0, "must be >= 0"),
+            ("early_stopping_patience", self.early_stopping_patience is None
+             or self.early_stopping_patience >= 1, "must be >= 1"),
             ("hard_ratio", 0 < self.hard_ratio <= 1, "must be in (0, 1]"),
             ("k", self.k >= 1, "must be >= 1"),
             ("w_min", 0 <= self.w_min < self.w_max, "must satisfy 0 <= w_min < w_max"),
@@ -147,6 +194,8 @@ class TrainConfig:
             ("num_workers", self.num_workers >= 0, "must be >= 0"),
             ("max_failures", self.max_failures >= -1, "must be >= -1"),
             ("checkpoint_every", self.checkpoint_every >= 1, "must be >= 1"),
+            ("hardness_shards", self.hardness_shards >= 1, "must be >= 1"),
+            ("hardness_batch_steps", self.hardness_batch_steps >= 1, "must be >= 1"),
         ]
         if self.lam is not None:
             checks.append(("lam", self.lam >= 0, "must be >= 0"))
@@ -158,6 +207,32 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# The authors' recipe (scripts of their repository, per task): what --preset paper sets unless
+# the user gives the option; the task-dependent learning rate and GPU precision are filled in
+# TrainConfig.resolved.
+PRESETS = {"paper": {"per_device_train_batch_size": 8, "num_train_epochs": 8,
+                     "max_seq_length": 512, "warmup_ratio": 0.0, "weight_decay": 0.0,
+                     "meta_scope": "all", "hard_ratio": 0.1, "load_best_model_at_end": False}}
+
+
+def apply_preset(values: dict) -> dict:
+    """Options of ``values['preset']`` under the explicitly given ``values``."""
+    name = values.get("preset")
+    if name is None:
+        return values
+    if name not in PRESETS:
+        raise ConfigError(f"option --preset={name!r} is not valid (choose one of: {', '.join(PRESETS)})")
+    return {**PRESETS[name], **values}
+
+
+def _cuda_bf16() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    except Exception:   # noqa: BLE001 -- no usable CUDA means no mixed precision
+        return False
 
 
 def parse_scope(scope: str) -> int | str:

@@ -108,6 +108,10 @@ def epoch_metrics(rec: dict) -> dict:
             continue
         if k == "dev_per_class_f1" and isinstance(v, dict):
             out.update({_key(f"dev_f1_{c}"): float(f) for c, f in v.items()})
+        elif k == "draw_share" and isinstance(v, dict):     # per class: share of draw vs train
+            for c, d in v.items():
+                out[_key(f"draw_share_{c}")] = float(d["draw"])
+                out[_key(f"train_share_{c}")] = float(d["train"])
         elif (x := _number(v)) is not None:
             out[_key(k)] = x
     return out
@@ -498,6 +502,10 @@ def make_plots(out: Path, metrics: dict, setup=None) -> list[Path]:
         ax.legend(fontsize=7, ncol=2)
         save(fig, "hardness_hist.png")
 
+    shares = [r for r in metrics.get("history") or [] if r.get("draw_share")]
+    if shares:
+        save(draw_share_figure(plt, shares), "draw_share.png")
+
     dev, test = (metrics.get("dev") or {}), (metrics.get("test") or {})
     names = list((test.get("per_class_f1") or dev.get("per_class_f1") or {}).keys())
     if names:
@@ -537,3 +545,22 @@ def make_plots(out: Path, metrics: dict, setup=None) -> list[Path]:
                             color="white" if cm[i, j] > top / 2 else "black")
         save(fig, "confusion_test.png")
     return made
+
+
+def draw_share_figure(plt, history: list):
+    """Each class's share of the epoch draw over epochs (lines) against its share of the training
+    set (dashed): a sampler that acts moves the lines away from the dashes."""
+    names = list(history[0]["draw_share"])
+    epochs = [r["epoch"] for r in history]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    for i, c in enumerate(names):
+        col = cmap(i % cmap.N)
+        ax.plot(epochs, [r["draw_share"][c]["draw"] for r in history], "-o", ms=3, color=col,
+                label=c)
+        ax.axhline(history[0]["draw_share"][c]["train"], ls="--", lw=0.8, color=col)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("share (NER: sentences containing the type)")
+    ax.set_title("draw share per class (dashed: training share)")
+    ax.legend(fontsize=7, ncol=2)
+    return fig

@@ -81,9 +81,12 @@ class HardnessService:
             self._cond = asyncio.Condition()
         return self._cond
 
-    async def begin(self, n: int, gamma: float, world_size: int, state: dict | None = None) -> str:
-        """Start a session: fresh store of ``n`` samples, optionally loaded from a checkpoint."""
-        store = InMemoryHardness(n, gamma=gamma)
+    async def begin(self, n: int, gamma: float, world_size: int, state: dict | None = None,
+                    opts: dict | None = None) -> str:
+        """Start a session: fresh store of ``n`` samples, optionally loaded from a checkpoint.
+        ``opts``: InMemoryHardness options (hardness rule, epoch decay, sampling prior)."""
+        store = InMemoryHardness(n, gamma=gamma, **(opts or {}))
+        self._closed_epoch = -1
         if state is not None:
             store.load_state_dict(state)
         async with self._condition():
@@ -176,6 +179,17 @@ class HardnessService:
     async def state_dict(self, gen: str, upto: int) -> dict:
         return (await self._settled(gen, upto)).state_dict()
 
+    async def stats(self, gen: str, upto: int, tau: float, lam: float) -> dict:
+        return (await self._settled(gen, upto)).stats(tau, lam)
+
+    async def end_epoch(self, gen: str, upto: int, epoch: int) -> None:
+        """Every rank calls this after its last update of ``epoch``; it applies once."""
+        store = await self._settled(gen, upto)
+        if epoch > self._closed_epoch:
+            store.end_epoch(epoch)
+            self._closed_epoch = int(epoch)
+            self._version += 1
+
     async def set_boost(self, gen: str, b) -> None:
         self._check(gen)
         self._store.set_boost(b)
@@ -265,6 +279,12 @@ class HardnessClient:
     def state_dict(self) -> dict:
         return self._read("state_dict")
 
+    def stats(self, tau: float, lam: float) -> dict:
+        return self._read("stats", tau, lam)
+
+    def end_epoch(self, epoch: int | None = None) -> None:
+        self._read("end_epoch", -1 if epoch is None else int(epoch))
+
     def set_boost(self, b) -> None:
         if b is not None and b is self._fresh_boost:   # already pushed by the neighbour actor
             self._fresh_boost = None
@@ -302,6 +322,9 @@ class NeighbourService:
 
     def __init__(self, cfg_dict: dict, use_gpu: bool = False):
         import torch
+
+        from .raylogs import configure_process_logging
+        configure_process_logging()      # its lines reach the driver's filter (raylogs)
         torch.set_num_threads(1)
         self.cfg_dict, self.use_gpu = dict(cfg_dict), bool(use_gpu)
         self._emb = self._index = self._cfg = None
@@ -322,9 +345,6 @@ class NeighbourService:
                                       nprobe=c.knn_nprobe)
             self._cfg = c
             self.stats["prepare_s"] = round(time.perf_counter() - t0, 3)
-
-        from .raylogs import configure_process_logging
-        configure_process_logging()      # its lines reach the driver's filter (raylogs)
         return {"n": int(self._emb.shape[0]), "dim": int(self._emb.shape[1]), **self.stats}
 
     def refresh(self, hardness_actor, generation: str, upto: int) -> dict:

@@ -28,7 +28,9 @@ from ..meta.schedule import MetaSchedule
 from ..meta.step import current_weights, loss_ratio_weights, meta_step
 from ..meta.weight_net import WeightNet, weight_curve
 from ..sampling.hardness import InMemoryHardness, sampling_entropy, shard_for_rank
+from .diagnose import EpochDiagnostics, hardness_options
 from .evaluate import evaluate
+from .lnr import flip_labels
 from .precision import Precision
 from .setup import Setup, build, embedding_texts
 
@@ -146,7 +148,10 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
     n_train = len(s.train.batches)
     device = next(model.parameters()).device
 
-    store = rt.hardness if rt.hardness is not None else InMemoryHardness(n_train, gamma=c.gamma)
+    store = rt.hardness if rt.hardness is not None else InMemoryHardness(
+        n_train, gamma=c.gamma, **hardness_options(s))
+    diag = EpochDiagnostics(s) if rt.chief else None
+    relabel = None          # lnr: the re-balanced training labels, after the warm-up
     boost = (rt.boost or lazy(lambda: local_boost(s))) if m.knn else None
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=c.weight_decay)
@@ -159,7 +164,7 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
     wnet = wnet_opt = None
     if m.meta:
         torch.manual_seed(c.seed)        # identical f_theta on every rank
-        wnet = WeightNet(c.wnet_hidden).to(device)
+        wnet = WeightNet(c.wnet_hidden, detach_mean=c.weight_norm == "detached").to(device)
         wnet_opt = torch.optim.Adam(wnet.parameters(), lr=c.wnet_lr, weight_decay=1e-4)
     meta_batches = MetaBatches(len(s.meta.batches), c.meta_batch_size, c.seed, rt.rank)
     amp = Precision.for_run(c, device)          # --bf16 / --fp16 (fp32: no-ops)
@@ -182,6 +187,7 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
             st["meta_batches"], list) else st["meta_batches"])
         start_epoch, history, best = st["epoch"] + 1, st["history"], st["best"]
         best_state = st.get("best_state")
+        relabel = st.get("relabel")
         amp.load_state_dict(st.get("scaler"))
         torch.set_rng_state(st["torch_rng"])
     # MLflow (rank 0; a no-op when off): the run id travels in the state, so a resume continues it
@@ -199,6 +205,7 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
                 "hardness": store.state_dict(), "meta_batches": meta_batches.state_dict(),
                 "epoch": epoch, "history": history, "best": best, "best_state": best_state,
                 "torch_rng": torch.get_rng_state(), "mlflow_run_id": tracker.run_id,
+                "relabel": relabel,
                 "scaler": amp.state_dict()}
 
     # an error marks the MLflow run FAILED instead of leaving it RUNNING (what was logged stays)
@@ -222,7 +229,7 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
                 step += 1
                 idx = mine[start:start + c.per_device_train_batch_size]
                 out = train_step(s, model, opt, wnet, wnet_opt, idx, meta_batches, rt,
-                                 amp=amp, plan=plan, step=step - 1)
+                                 amp=amp, plan=plan, step=step - 1, relabel=relabel)
                 if out is None:                       # non-finite: skipped
                     bad += 1; bad_total += 1
                     if bad >= c.max_bad_steps:
@@ -245,8 +252,18 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
             with amp.autocast():
                 dev = evaluate(model, s.dev.batches, s.dev.records, s.dev.encoded.ds, s.data,
                                c.per_device_eval_batch_size)
+            if m.resample:
+                store.end_epoch(epoch)
             h = store.hardness() if m.resample else None
             rec = epoch_record(epoch, losses_seen, weights_seen, dev, store, c, m, h, bad_total)
+            if diag is not None:
+                flat, shares = diag(model, store, draw, h, weights_seen, c.tau,
+                                    c.lam if m.knn else 0.0)
+                rec.update(flat)
+                rec["draw_share"] = shares
+            if m.relabel == "lnr" and relabel is None and epoch + 1 >= c.lnr_warmup_epochs:
+                relabel = lnr_labels(s, model, c)
+                rec["relabelled_share"] = float(np.mean(relabel != train_labels(s)))
             rec["global_step"] = step
             history.append(rec)
             if best is None or dev["macro_f1"] > best["dev"]["macro_f1"]:
@@ -255,13 +272,22 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
             if bar:
                 bar.close()
             if rt.chief:
-                log.info("epoch %d/%d: loss %.4f, dev macro-F1 %.4f", epoch + 1, num_epochs,
-                         rec["loss"], dev["macro_f1"])
+                log.info("epoch %d/%d: loss %.4f, dev macro-F1 %.4f%s", epoch + 1, num_epochs,
+                         rec["loss"], dev["macro_f1"], acting_summary(rec))
             tracker.epoch(rec, h)
             if rt.report:
                 rt.report(rec, state)
+            patience = c.early_stopping_patience
+            if patience and epoch + 1 - best["epoch"] >= patience and epoch + 1 < num_epochs:
+                if rt.chief:
+                    log.info("early stopping: dev macro-F1 has not improved for %d epochs "
+                             "(best: epoch %d)", patience, best["epoch"])
+                break
 
-        model.load_state_dict(best_state, strict=False)
+        if c.load_best_model_at_end:
+            model.load_state_dict(best_state, strict=False)
+        else:          # the last epoch's model (the authors' recipe), reported as such
+            best = {"epoch": history[-1]["epoch"], "dev": dev}
         with amp.autocast():
             test = evaluate(model, s.test.batches, s.test.records, s.test.encoded.ds, s.data,
                             c.per_device_eval_batch_size)
@@ -282,7 +308,7 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
 
 def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runtime, *,
                amp: Precision | None = None, plan: MetaSchedule | None = None,
-               step: int | None = None):
+               step: int | None = None, relabel: np.ndarray | None = None):
     """One step; returns (loss, hardness signal or None), or None when skipped as non-finite.
     ``amp``: mixed precision (default fp32); ``plan``: the meta schedule (``--meta-every``,
     ``--meta-reuse``, ``--meta-fuse``; default: a meta update with a fresh meta batch every
@@ -294,7 +320,10 @@ def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runt
         plan = MetaSchedule(lambda: to_device(s.meta.batches(meta_batches.next()), device))
     if plan is not None and step is not None:
         plan.step = step
-    batch = to_device(s.train.batches(idx), device)
+    batch = s.train.batches(idx)
+    if relabel is not None:                     # lnr: the re-balanced labels
+        batch["labels"] = torch.as_tensor(relabel[np.asarray(idx)])
+    batch = to_device(batch, device)
     if plan is not None:
         logits = plan.forward(model, batch, amp.autocast)
     else:
@@ -302,7 +331,8 @@ def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runt
             logits = model(batch)
     logits = logits.float()                   # losses, weights and hardness stay fp32
     labels = batch["labels"]
-    pos = position_loss(m.loss, logits, labels, s.class_weights)
+    pos = position_loss(m.loss, logits, labels, s.class_weights, dice_alpha=c.dice_alpha,
+                        dice_smooth=c.dice_smooth)
     ner = logits.dim() == 3
     hard = per_sample(pos, labels, "max") if ner else pos          # HAMR's l_i
     train_l = per_sample(pos, labels, c.ner_sample_loss if m.meta else "mean") if ner else pos
@@ -341,6 +371,45 @@ def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runt
     amp.step(opt)
     amp.update()
     return float(loss.detach()), signal
+
+
+def acting_summary(rec: dict) -> str:
+    """The epoch line's part that says whether HAMR acts (empty for uniform methods)."""
+    parts = []
+    if "ess_frac" in rec:
+        parts.append(f"ESS/N {rec['ess_frac']:.2f}, coverage {rec['coverage']:.2f}, h p1/p50/p99 "
+                     f"{rec['hardness_p1']:.2f}/{rec['hardness_p50']:.2f}/{rec['hardness_p99']:.2f}")
+    if rec.get("spearman_h_loss") is not None and np.isfinite(rec["spearman_h_loss"]):
+        parts.append(f"spearman(h, loss) {rec['spearman_h_loss']:+.2f}")
+    if "weight_p1" in rec:
+        parts.append(f"w p1/p50/p99 {rec['weight_p1']:.2f}/{rec['weight_p50']:.2f}/"
+                     f"{rec['weight_p99']:.2f}")
+    return "; " + "; ".join(parts) if parts else ""
+
+
+def train_labels(s: Setup) -> np.ndarray:
+    return np.asarray([r["label"] for r in s.train.records], dtype=np.int64)
+
+
+@torch.no_grad()
+def lnr_labels(s: Setup, model, c) -> np.ndarray:
+    """LNR's re-balanced labels from the current (warmed-up) model's probabilities."""
+    was = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    n, bs, probs = len(s.train.batches), c.per_device_eval_batch_size, []
+    try:
+        for i in range(0, n, bs):
+            b = to_device(s.train.batches(np.arange(i, min(n, i + bs))), device)
+            probs.append(model(b).float().softmax(-1).cpu().numpy())
+    finally:
+        model.train(was)
+        if c.freeze_encoder:
+            model.encoder.eval()
+    labels = train_labels(s)
+    new = flip_labels(np.concatenate(probs), labels, c.lnr_threshold, c.seed)
+    log.info("lnr: %d of %d training labels flipped to rarer classes", int((new != labels).sum()), n)
+    return new
 
 
 def epoch_record(epoch, losses, weights, dev, store, c, m, h, bad_total) -> dict:

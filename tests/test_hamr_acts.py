@@ -1,0 +1,163 @@
+"""Issue 9: hardness rules, the class prior, the draw diagnostics and LNR against hand values,
+and a short run whose diagnostics show the sampler acting."""
+import json
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from hamr_dist.config import TrainConfig, apply_preset
+from hamr_dist.errors import ConfigError
+from hamr_dist.sampling.diagnostics import draw_stats, sampler_stats, spearman, weight_stats
+from hamr_dist.sampling.groups import class_prior, sample_groups
+from hamr_dist.sampling.hardness import InMemoryHardness
+from hamr_dist.train.lnr import flip_labels
+
+
+def test_debiased_ema_hand_values():
+    s = InMemoryHardness(3, gamma=0.5, rule="debiased-ema")
+    s.update(np.array([0]), np.array([3.0]))
+    # m0 = 0.5 * 3 = 1.5, one visit: h0 = 1.5 / (1 - 0.5) = 3; unvisited at the visited mean
+    np.testing.assert_allclose(s.hardness(), [3.0, 3.0, 3.0])
+    s.update(np.array([0, 1]), np.array([1.0, 2.0]))
+    # m0 = 0.75 + 0.5 = 1.25, h0 = 1.25 / 0.75; h1 = 1 / 0.5 = 2; h2 = mean of the two
+    h0 = 1.25 / 0.75
+    np.testing.assert_allclose(s.hardness(), [h0, 2.0, (h0 + 2.0) / 2], rtol=1e-6)
+    # the state round-trips, and a store of another rule refuses it
+    t = InMemoryHardness(3, gamma=0.5, rule="debiased-ema")
+    t.load_state_dict(s.state_dict())
+    np.testing.assert_allclose(t.hardness(), s.hardness())
+    with pytest.raises(ValueError, match="rule"):
+        InMemoryHardness(3, gamma=0.5).load_state_dict(s.state_dict())
+
+
+def test_epoch_ema_applies_the_epoch_mean_at_epoch_end():
+    s = InMemoryHardness(3, rule="epoch-ema", epoch_gamma=0.5)
+    s.update(np.array([0, 0, 1]), np.array([2.0, 4.0, 3.0]))
+    np.testing.assert_array_equal(s.hardness(), [1, 1, 1])         # not before the epoch ends
+    s.end_epoch()
+    np.testing.assert_allclose(s.hardness(), [0.5 + 1.5, 0.5 + 1.5, 1.0])
+    s.end_epoch()                                                   # nothing new: unchanged
+    np.testing.assert_allclose(s.hardness(), [2.0, 2.0, 1.0])
+
+
+def test_decay_all_decays_every_entry_and_renormalises():
+    s = InMemoryHardness(2, gamma=0.5, rule="decay-all")
+    s.update(np.array([0]), np.array([3.0]))
+    # [0.5 + 1.5, 0.5] = [2, 0.5], mean 1.25
+    np.testing.assert_allclose(s.hardness(), [1.6, 0.4], rtol=1e-6)
+
+
+def test_paper_ema_unchanged_and_uniform_after_few_visits():
+    """The reason for the other rules: a visit moves h by 1 % of (w - 1)."""
+    s = InMemoryHardness(2, gamma=0.99)
+    s.update(np.array([0]), np.array([3.0]))
+    np.testing.assert_allclose(s.hardness(), [1.02, 1.0], rtol=1e-6)
+
+
+def test_prior_multiplies_the_sampling_score():
+    s = InMemoryHardness(3, prior=[1.0, 1.0, 2.0])
+    np.testing.assert_allclose(s.probabilities(0.7, 0.0), [0.25, 0.25, 0.5])
+    with pytest.raises(ValueError):
+        InMemoryHardness(3, prior=[1.0, 0.0, 1.0])
+
+
+def test_class_prior_balances_primary_groups():
+    groups = sample_groups([{"label": y} for y in [0, 0, 0, 1]], "cls", ["a", "b"])
+    prior = class_prior(groups, 1.0)
+    np.testing.assert_allclose(prior, [2 / 3, 2 / 3, 2 / 3, 2.0])
+    assert prior[:3].sum() == pytest.approx(prior[3:].sum())          # equal class mass
+    np.testing.assert_allclose(class_prior(groups, 0.0), 1.0)
+    sqrt = class_prior(groups, 0.5)
+    assert sqrt[3] / sqrt[0] == pytest.approx(np.sqrt(3))
+
+
+def test_ner_groups_membership_and_rarest_type():
+    names = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    recs = [{"tags": [1, 2, 0]}, {"tags": [1, 0]}, {"tags": [0, 0]}, {"tags": [1, 0, 3, 4]}]
+    g = sample_groups(recs, "ner", names)
+    assert g.names == ["LOC", "PER"]
+    np.testing.assert_array_equal(g.member, [[1, 0], [1, 0], [0, 0], [1, 1]])
+    np.testing.assert_array_equal(g.primary, [0, 0, -1, 1])            # PER is rarer than LOC
+    np.testing.assert_allclose(g.train_share(), [0.75, 0.25])
+    np.testing.assert_allclose(g.draw_share(np.array([3, 3, 2, 0])), [0.75, 0.5])
+
+
+def test_sampler_and_draw_stats_hand_values():
+    p = np.array([0.4, 0.4, 0.1, 0.1])
+    st = sampler_stats(np.array([1.0, 2.0, 3.0, 4.0]), p)
+    assert st["ess_frac"] == pytest.approx(1 / (4 * 0.34))
+    assert st["p_max_min_ratio"] == pytest.approx(4.0)
+    assert st["hardness_p50"] == pytest.approx(2.5)
+    assert sampler_stats(np.ones(5), np.full(5, 0.2))["ess_frac"] == pytest.approx(1.0)
+    groups = sample_groups([{"label": y} for y in [0, 0, 1, 1]], "cls", ["a", "b"])
+    flat, shares = draw_stats(np.array([0, 0, 2]), 4, groups)
+    assert flat["coverage"] == 0.5
+    assert shares["a"] == {"draw": pytest.approx(2 / 3), "train": 0.5}
+
+
+def test_weight_stats_and_spearman():
+    w = np.array([0.1, 0.1, 1.0, 2.0, 8.0])
+    st = weight_stats(w, 0.1, 8.0)
+    assert st["weight_clip_min_share"] == pytest.approx(0.4)
+    assert st["weight_clip_max_share"] == pytest.approx(0.2)
+    assert st["weight_p50"] == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=50), rng.normal(size=50)
+    b[:10] = a[:10]
+    assert spearman(a, b) == pytest.approx(spearmanr(a, b).statistic)
+    assert np.isnan(spearman(np.ones(4), np.arange(4)))
+
+
+def test_lnr_flips_only_towards_rarer_classes():
+    rng = np.random.default_rng(1)
+    labels = np.array([0] * 60 + [1] * 30 + [2] * 10)
+    probs = rng.dirichlet([5, 5, 5], size=100)
+    probs[labels == 0] = rng.dirichlet([20, 2, 1], size=60)
+    probs[:5] = [0.02, 0.02, 0.96]            # majority samples the model puts in the rare class
+    new = flip_labels(probs, labels, threshold=1.0, seed=0)
+    moved = new != labels
+    assert moved[:5].all() and (new[:5] == 2).all()
+    # never towards a larger class; the rarest class never loses a sample
+    counts = np.bincount(labels)
+    assert (counts[new[moved]] < counts[labels[moved]]).all()
+    assert (new[labels == 2] == 2).all()
+    np.testing.assert_array_equal(new, flip_labels(probs, labels, threshold=1.0, seed=0))
+    assert (flip_labels(probs, labels, threshold=50.0, seed=0) == labels).all()
+
+
+def test_paper_preset_fills_what_the_user_did_not_give():
+    v = apply_preset({"preset": "paper", "num_train_epochs": 3})
+    assert v["num_train_epochs"] == 3 and v["per_device_train_batch_size"] == 8
+    assert v["meta_scope"] == "all" and v["load_best_model_at_end"] is False
+    cls = TrainConfig(**v).resolved("cls")
+    ner = TrainConfig(**v).resolved("ner")
+    assert (cls.learning_rate, ner.learning_rate) == (4e-5, 2e-5)
+    assert cls.warmup_ratio == 0 and cls.weight_decay == 0 and cls.hard_ratio == 0.1
+    assert TrainConfig(**apply_preset({"preset": "paper", "learning_rate": 1e-4})).resolved(
+        "cls").learning_rate == 1e-4
+    with pytest.raises(ConfigError, match="classification only"):
+        TrainConfig(method="lnr").resolved("ner")
+
+
+def test_hamr_cb_draw_follows_prior_and_hardness(tmp_path):
+    """A short run on the built-in corpus (largest class 25x the smallest): the class-balanced
+    draw over-represents the rarest class, ESS/N falls below 1, and every diagnostic is in
+    metrics.json and the epoch line."""
+    from hamr_dist.train.loop import train
+    cfg = TrainConfig(method="hamr-cb", hardness_rule="debiased-ema", freeze_encoder=True,
+                      num_train_epochs=2, output_dir=str(tmp_path / "out"), progress=False,
+                      seed=1, early_stopping_patience=5)
+    res = train(cfg)
+    last = res.history[-1]
+    for key in ("hardness_p1", "hardness_p50", "hardness_p99", "p_max_min_ratio", "ess_frac",
+                "coverage", "spearman_h_loss", "weight_p1", "weight_p99", "weight_clip_min_share",
+                "weight_clip_max_share"):
+        assert key in last, key
+    assert last["ess_frac"] < 0.8
+    shares = last["draw_share"]
+    rarest = min(shares, key=lambda c: shares[c]["train"])
+    assert shares[rarest]["draw"] > 2 * shares[rarest]["train"]
+    assert last["hardness_p99"] > last["hardness_p1"]                  # h moved per sample
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["history"][-1]["draw_share"] == shares
