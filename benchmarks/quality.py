@@ -60,6 +60,10 @@ def resolve_dataset(spec: str) -> tuple[str, str | None]:
     """(display name, path or None for the synthetic corpus)."""
     if spec == SYNTHETIC:
         return SYNTHETIC, None
+    from benchmarks.longtail import make_long_tail, parse
+    if (lt := parse(spec)) is not None:       # e.g. sst5@lt100: a long-tailed copy
+        base = resolve_dataset(lt[0])[1]
+        return spec, str(make_long_tail(base, lt[1]))
     p = Path(spec)
     if not p.exists() and (SHARED_DATASETS / spec).exists():
         p = SHARED_DATASETS / spec

@@ -161,3 +161,32 @@ def test_hamr_cb_draw_follows_prior_and_hardness(tmp_path):
     assert last["hardness_p99"] > last["hardness_p1"]                  # h moved per sample
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert m["history"][-1]["draw_share"] == shares
+
+
+def test_ray_worker_with_prior_and_epoch_rule_matches_in_process(ray_local, tmp_path):
+    """The actor gets the rule and the prior at begin, closes each epoch once, and computes the
+    whole-h diagnostics: one Ray worker gives the in-process numbers."""
+    import torch
+
+    from hamr_dist.distributed.trainer import train_distributed
+    from hamr_dist.train.loop import train
+
+    def cfg(tmp, **kw):
+        return TrainConfig(method="hamr-cb", hardness_rule="epoch-ema", freeze_encoder=True,
+                           max_train_samples=300, max_eval_samples=100, num_train_epochs=3,
+                           per_device_train_batch_size=16, seed=7, progress=False,
+                           output_dir=str(tmp / "out"), storage_path=str(tmp / "ray"),
+                           run_name="run", mlflow=False, **kw)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                     # as in the Ray worker
+    try:
+        local = train(cfg(tmp_path / "local")).metrics
+    finally:
+        torch.set_num_threads(threads)
+    dist = train_distributed(cfg(tmp_path / "ray", num_workers=1)).metrics
+    for a, b in zip(local["history"], dist["history"]):
+        for key in ("loss", "dev_macro_f1", "hardness_std", "ess_frac", "coverage",
+                    "p_max_min_ratio", "spearman_h_loss", "weight_p99"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["epoch"], key)
+        assert a["draw_share"] == b["draw_share"]
+    assert local["history"][-1]["hardness_std"] > 0          # epoch-ema moved h at epoch ends
