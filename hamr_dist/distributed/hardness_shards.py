@@ -40,8 +40,9 @@ from .actors import NAMESPACE, HardnessActorLost, HardnessService
 
 log = logging.getLogger("hamr_dist")
 
-__all__ = ["HardnessShard", "HardnessShards", "ShardedHardnessClient", "shard_bounds",
-           "split_state", "merge_states", "create_hardness_shards"]
+__all__ = ["HardnessShard", "HardnessShards", "ShardedHardnessClient", "ShardsView",
+           "shard_bounds", "split_state", "merge_states", "create_hardness_shards",
+           "create_shard_actors", "worker_session"]
 
 
 class HardnessShard(HardnessService):
@@ -134,19 +135,23 @@ class HardnessShards:
                 pass
 
 
-def create_hardness_shards(name: str, n: int, shards: int, *, scheduling_strategy=None,
-                           runtime_env=None) -> HardnessShards:
-    """``shards`` named shard actors (``<name>-<j>``), restarted by Ray if they die (empty: the
+def _spawn(name: str, shards: int, scheduling_strategy=None, runtime_env=None) -> list:
+    """``shards`` named shard actors ``<name>-<j>``, restarted by Ray if they die (empty: the
     next worker-group attempt reloads them from the checkpoint, as for the single actor).
     SPREAD placement by default, so that the shards' EMA work lands on different nodes."""
-    bounds = shard_bounds(n, shards)
     opts = dict(namespace=NAMESPACE, max_restarts=-1, max_task_retries=0, num_cpus=0,
                 scheduling_strategy=scheduling_strategy or "SPREAD")
     if runtime_env:
         opts["runtime_env"] = runtime_env
-    actors = [ray.remote(HardnessShard).options(name=f"{name}-{j}", **opts).remote()
-              for j in range(shards)]
-    return HardnessShards(actors, bounds)
+    return [ray.remote(HardnessShard).options(name=f"{name}-{j}", **opts).remote()
+            for j in range(shards)]
+
+
+def create_hardness_shards(name: str, n: int, shards: int, *, scheduling_strategy=None,
+                           runtime_env=None) -> HardnessShards:
+    """Shard actors over ``n`` samples in ``shards`` near-equal index ranges."""
+    bounds = shard_bounds(n, shards)
+    return HardnessShards(_spawn(name, shards, scheduling_strategy, runtime_env), bounds)
 
 
 class ShardedHardnessClient:
@@ -280,3 +285,64 @@ class ShardedHardnessClient:
     def fetch_fresh_boost(self) -> np.ndarray:
         self._fresh_boost = self.boost()
         return self._fresh_boost
+
+
+# --------------------------------------------------------------------------------------------
+# the training run's side (trainer.py)
+# --------------------------------------------------------------------------------------------
+def create_shard_actors(name: str, shards: int, *, runtime_env=None) -> list:
+    """The driver's part: the shard actors (handles, named ``<name>-<j>``); their index ranges
+    are fixed by rank 0 once the training set is built."""
+    return _spawn(name, shards, runtime_env=runtime_env)
+
+
+def worker_session(names: list[str], n: int, gamma: float, world: int, rank: int,
+                   state: dict | None, opts: dict | None, batch_steps: int):
+    """A rank's side of a sharded session: rank 0 begins it on every shard (from the
+    checkpoint's state, split), every rank gets a client. Returns ``(client, view)``, the view
+    being what the neighbour actor reads h from and writes b to (:class:`ShardsView`)."""
+    from .collectives import broadcast_object
+    actors = [ray.get_actor(x, namespace=NAMESPACE) for x in names]
+    shards = HardnessShards(actors, shard_bounds(n, len(actors)))
+    gens = shards.begin(gamma, world, state, opts) if rank == 0 else None
+    gens = broadcast_object(gens)
+    client = ShardedHardnessClient(shards, gens, rank, batch_steps=batch_steps, opts=opts)
+    return client, ShardsView(shards, gens, opts)
+
+
+@ray.remote(num_cpus=0)
+def _view_hardness(shards, gens, opts, upto):
+    c = ShardedHardnessClient(shards, gens, -1, opts=opts)
+    c.seq = int(upto)
+    return c.hardness()
+
+
+@ray.remote(num_cpus=0)
+def _view_set_boost(shards, gens, opts, b):
+    ShardedHardnessClient(shards, gens, -1, opts=opts).set_boost(b)
+
+
+class _ViewMethod:
+    def __init__(self, fn, view):
+        self.fn, self.view = fn, view
+
+    def remote(self, generation, *args):        # the generation is the view's own (per shard)
+        v = self.view
+        return self.fn.remote(v.shards, v.gens, v.opts, *args)
+
+
+class ShardsView:
+    """The sharded state as the neighbour actor sees a hardness actor: ``hardness.remote(gen,
+    upto)`` (merged h once every step below ``upto`` is applied) and ``set_boost.remote(gen,
+    b)`` (split by range), each a small Ray task."""
+
+    def __init__(self, shards: HardnessShards, gens: list[str], opts: dict | None):
+        self.shards, self.gens, self.opts = shards, list(gens), dict(opts or {})
+
+    @property
+    def hardness(self):
+        return _ViewMethod(_view_hardness, self)
+
+    @property
+    def set_boost(self):
+        return _ViewMethod(_view_set_boost, self)
