@@ -309,8 +309,9 @@ def test_rerun_with_same_name_resumes_from_checkpoint(two_workers, tmp_path):
 def test_rerun_with_other_options_is_refused(tmp_path):
     from hamr_dist.distributed.trainer import _check_run_meta
     from hamr_dist.errors import ConfigError
-    _check_run_meta(str(tmp_path), "x", small_cfg(tmp_path, num_workers=2))
-    _check_run_meta(str(tmp_path), "x", small_cfg(tmp_path, num_workers=2, num_train_epochs=5))
+    assert _check_run_meta(str(tmp_path), "x", small_cfg(tmp_path, num_workers=2)) is True
+    assert _check_run_meta(str(tmp_path), "x", small_cfg(tmp_path, num_workers=2,
+                                                         num_train_epochs=5)) is False  # resume
     with pytest.raises(ConfigError, match="seed"):
         _check_run_meta(str(tmp_path), "x", small_cfg(tmp_path, num_workers=2, seed=8))
 

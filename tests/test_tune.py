@@ -203,6 +203,39 @@ def test_ray_trial_reports_hold_the_last_epoch_until_the_final_report(monkeypatc
     assert [m["epoch"] for m in q] == [1, 2] and "test" not in q[1]
 
 
+def test_a_stopped_trials_thread_is_waited_for_at_exit(tmp_path):
+    """The native crash of trial processes (SIGABRT, 'Fatal Python error: Aborted', a stack
+    through THPVariable_dealloc / pthread_exit): Tune runs a trial in a daemon thread, and a
+    process that exits while such a thread still frees tensors aborts. A stopped trial's thread
+    is therefore waited for at exit; without the wait the same script aborts."""
+    import subprocess
+    import sys
+    import textwrap
+    script = tmp_path / "exit.py"
+    script.write_text(textwrap.dedent("""
+        import sys, threading, time
+        import torch
+        from hamr_dist.tune import _wait_at_exit
+        torch.set_num_threads(1)
+        until = time.time() + 1.0
+        def unwinding():                 # a stopped trial's thread, releasing its tensors
+            while time.time() < until:
+                xs = [torch.randn(64, 64) for _ in range(100)]
+                del xs
+        t = threading.Thread(target=unwinding, daemon=True)
+        t.start()
+        if sys.argv[1] == "wait":
+            _wait_at_exit(t)
+        """))
+
+    def run(mode):
+        return subprocess.run([sys.executable, str(script), mode], capture_output=True,
+                              text=True, timeout=120)
+    ok = run("wait")
+    assert ok.returncode == 0, ok.stderr
+    assert any(run("no").returncode != 0 for _ in range(3))        # the crash it prevents
+
+
 def test_stopped_early_is_finished_with_a_tag_not_failed(tmp_path):
     from mlflow.tracking import MlflowClient
 
