@@ -127,3 +127,76 @@ def test_resource_scan_finds_requests():
     """The scanner itself: it would notice a custom resource in an actor's options."""
     src = 'opts = dict(num_cpus=1, resources={"hamr_head": 1, "GPU": 1})\nx = {"resources": {"big_mem": 2}}\n'
     assert scan(src) == {"hamr_head", "big_mem"}
+
+
+def commands(cfg: dict) -> list[str]:
+    keys = ("initialization_commands", "setup_commands", "head_setup_commands",
+            "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands")
+    return [c for k in keys for c in (cfg.get(k) or [])]
+
+
+ANY_INTERFACE = re.compile(r"(?:^|[\s=:'\"/])(?:0\.0\.0\.0|::|\[::\])(?:$|[\s:'\"/])")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_nothing_listens_on_every_interface(name, offline):
+    """The dashboard serves the Ray Jobs API (anyone who reaches it runs code on the cluster):
+    loopback only, reached through `ray dashboard`'s SSH tunnel. MLflow: the private interface,
+    behind MLflow's basic-auth app, credentials from a mounted file, none in the config."""
+    cfg = prepared(name)
+    for cmd in commands(cfg):
+        assert not ANY_INTERFACE.search(cmd), f"{name}: binds every interface: {cmd}"
+    head = " ".join(cfg["head_start_ray_commands"])
+    assert re.search(r"ray start --head\b[^;]*--dashboard-host[= ]127\.0\.0\.1\b", head)
+    mlflow = [c for c in cfg["head_start_ray_commands"] if "mlflow server" in c]
+    assert len(mlflow) == 1 and "--app-name basic-auth" in mlflow[0]
+    assert "$MLFLOW_TRACKING_PASSWORD" in mlflow[0] and "admin_password = %s" in mlflow[0]
+    assert cfg["file_mounts"]["~/.hamr/mlflow.env"] == "~/.hamr/mlflow.env"
+    for cmd in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"]:
+        if "ray start" in cmd:      # every Ray process inherits the MLflow credentials
+            assert cmd.index(". $HOME/.hamr/mlflow.env") < cmd.index("ray start")
+
+
+def test_any_interface_pattern():
+    """The check itself: it notices every spelling of a wildcard bind, and only those."""
+    for bad in ("--dashboard-host=0.0.0.0", "mlflow server --host 0.0.0.0 --port 5000",
+                "--host '0.0.0.0'", "--host :: --port 1", "--bind [::]:5000"):
+        assert ANY_INTERFACE.search(bad), bad
+    for ok in ("--dashboard-host=127.0.0.1", "--host 10.0.0.10", "--port=6379",
+               "pip install 'ray==2.60.0'"):
+        assert not ANY_INTERFACE.search(ok), ok
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_commands_are_valid_shell(name):
+    import subprocess
+    for cmd in commands(load(name)):
+        r = subprocess.run(["bash", "-n", "-c", cmd], capture_output=True, text=True)
+        assert r.returncode == 0, (cmd, r.stderr)
+
+
+def test_checkpoints_are_read_weights_only(tmp_path):
+    """A checkpoint that would run code when unpickled is refused; the loop's state (tensors,
+    numpy arrays and scalars, RNG states, plain containers) loads."""
+    import numpy as np
+    import torch
+    from hamr_dist.checkpoint import load_state_file
+    from hamr_dist.errors import HamrError
+    state = {"model": {"w": torch.ones(2)}, "hardness": {"h": np.arange(3, dtype=np.float32),
+             "visits": np.zeros(3, dtype=np.int64)}, "order": np.array([2, 0, 1]),
+             "score": np.float64(0.5), "rng": np.random.default_rng(1).bit_generator.state,
+             "torch_rng": torch.get_rng_state(), "history": [{"epoch": 1, "loss": 0.3}]}
+    torch.save(state, tmp_path / "state.pt")
+    back = load_state_file(tmp_path / "state.pt")
+    assert np.array_equal(back["hardness"]["h"], state["hardness"]["h"])
+    assert back["score"] == 0.5 and back["rng"] == state["rng"]
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (marker.write_text, ("code ran",))
+    torch.save({"model": {}, "x": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(HamrError, match="cannot be loaded safely"):
+        load_state_file(tmp_path / "evil.pt")
+    assert not marker.exists()

@@ -293,8 +293,8 @@ def test_rerun_with_same_name_resumes_from_checkpoint(two_workers, tmp_path):
     shutil.copytree(ref_tmp / "ray", tmp_path / "ray")
     cfg = small_cfg(tmp_path, num_workers=2, num_train_epochs=4)
     m = train_distributed(cfg).metrics
-    assert m["ray"]["resumed_from_epoch"] == 2
-    assert [e["epoch"] for e in m["ray"]["epochs"]] == [3]         # only epoch 4 ran
+    assert m["ray"]["resumed_from_epoch"] == 3                      # epochs count from 1
+    assert [e["epoch"] for e in m["ray"]["epochs"]] == [4]         # only epoch 4 ran
     assert len(m["history"]) == 4 and m["history"][:3] == ref["history"]
     # epoch 4's draw, from the checkpoint's h (and the boost recomputed from it)
     s = build(cfg)
@@ -326,7 +326,7 @@ def test_killed_worker_is_replaced_and_run_matches(two_workers, tmp_path):
     m = train_distributed(small_cfg(tmp_path, num_workers=2, max_failures=1),
                           faults=fault).metrics
     assert (tmp_path / "killed").is_file()                       # the fault did fire
-    assert m["ray"]["resumed_from_epoch"] == 0
+    assert m["ray"]["resumed_from_epoch"] == 1
     assert m["ray"]["hardness_actor"]["sessions"] == 2           # begun again from the ckpt
     assert_same_run(ref, m)
     assert np.array_equal(final_state(m)["hardness"]["h"], final_state(ref)["hardness"]["h"])
@@ -478,7 +478,7 @@ def test_killed_hardness_actor_is_recreated_and_run_completes(two_workers, tmp_p
     assert (tmp_path / "killed").is_file()
     info = m["ray"]["hardness_actor"]
     assert info["sessions"] == 1                 # a new incarnation, begun once from the ckpt
-    assert m["ray"]["resumed_from_epoch"] == 0
+    assert m["ray"]["resumed_from_epoch"] == 1
     assert_same_run(ref, m)
     assert np.array_equal(final_state(m)["hardness"]["h"], final_state(ref)["hardness"]["h"])
 
@@ -504,7 +504,7 @@ def test_reporter_checkpoints_every_n_epochs_and_keeps_the_last_for_the_final(mo
     for e in range(5):
         store.draw(e, 0, 1.0, 0.7, 0.0)
         store.update(np.array([e % 4]), np.array([2.0], np.float32))
-        rep({"epoch": e, "loss": 1.0, "dev_macro_f1": 0.5},
+        rep({"epoch": e + 1, "loss": 1.0, "dev_macro_f1": 0.5},       # records count from 1
             lambda e=e: {"epoch": e, "meta_batches": {"pos": e}, "torch_rng": torch.get_rng_state(),
                          "hardness": store.state_dict(), "model": {}, "wnet": None})
     assert [st is not None for _, st in calls] == [False, True, False, True, False]
@@ -515,4 +515,4 @@ def test_reporter_checkpoints_every_n_epochs_and_keeps_the_last_for_the_final(mo
     final_metrics, final_st = calls[-1]
     assert final_st["epoch"] == 4 and len(final_st["torch_rng"]) == 1    # the last epoch's state
     assert final_metrics["test"]["macro_f1"] == 0.5
-    assert [e["epoch"] for e in final_metrics["ray"]["epochs"]] == [0, 1, 2, 3, 4]
+    assert [e["epoch"] for e in final_metrics["ray"]["epochs"]] == [1, 2, 3, 4, 5]

@@ -180,3 +180,15 @@ def test_head_file_is_loaded_weights_only(tmp_path):
     torch.save({"net.1.weight": Evil()}, tmp_path / "head.pt")
     with pytest.raises(ConfigError, match="cannot be read"):
         load_head(tmp_path)
+
+
+def test_runs_folder_of_the_readme_examples_is_ignored_by_git():
+    import shutil
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    r = subprocess.run(["git", "check-ignore", "-q", "runs/sst5-hamr/model.safetensors"],
+                       cwd=root)
+    assert r.returncode == 0

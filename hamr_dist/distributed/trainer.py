@@ -475,7 +475,7 @@ class Reporter:
                 mine["params"] = _state_digest(st["model"])
                 mine["wnet"] = _state_digest(st["wnet"])
         every_rank = all_gather_object(mine)
-        summary = {"epoch": epoch,
+        summary = {"epoch": epoch + 1,
                    "draw_digests": [r["draw"] for r in every_rank],
                    "step_time_s": [r["step_time_s"] for r in every_rank]}
         if self.check:
@@ -521,22 +521,27 @@ class Reporter:
             shutil.copytree(output_dir, Path(d) / EXPORT_DIR, dirs_exist_ok=True)
         out = dict(metrics)
         out["ray"] = {"world_size": self.world, "workers": workers, "epochs": self.epochs,
-                      "resumed_from_epoch": (self.resume_raw or {}).get("epoch")}
+                      # the last epoch of the checkpoint, counted from 1 like all a user reads
+                      "resumed_from_epoch": _plus_one((self.resume_raw or {}).get("epoch"))}
         ray.train.report(out, checkpoint=Checkpoint.from_directory(d))
         self._drop(d)
         self.last_dir = None
+
+
+def _plus_one(epoch):
+    return None if epoch is None else int(epoch) + 1
 
 
 def load_state(checkpoint) -> dict | None:
     """The loop state inside a Ray checkpoint (None without one)."""
     if checkpoint is None:
         return None
-    import torch
+    from ..checkpoint import load_state_file
     with checkpoint.as_directory() as d:
         p = Path(d) / STATE_FILE
         if not p.is_file():
             return None
-        return torch.load(p, map_location="cpu", weights_only=False)
+        return load_state_file(p)     # weights only: a checkpoint cannot run code
 
 
 def for_rank(state: dict | None, rank: int, world: int) -> dict | None:
