@@ -108,6 +108,26 @@ def make_config(args, data_path: str | None, method: str, seed: int, output_dir:
                        cache_dir=args.cache_dir, progress=False, **kw)
 
 
+def same_run(prev: dict, want: dict) -> bool:
+    """A recorded run still stands for ``want`` (a comparable config): equal configs, where an
+    option added to TrainConfig after the run was recorded counts as equal at its default (it
+    did not exist, so the run behaved as its default does). Methods whose code changed since
+    (dice) are not kept: a recorded run of a method newer than its record is re-run."""
+    from hamr_dist.config import FIELDS
+    old = comparable(prev["config"])
+    if prev.get("method") in RECOMPUTE and prev.get("recorded_with", 0) < CODE_VERSION:
+        return False
+    added = {k for k in want if k not in old}
+    if any(want[k] != FIELDS[k].default for k in added if k in FIELDS):
+        return False
+    return old == {k: v for k, v in want.items() if k not in added}
+
+
+# bumped when a method's computation changes; RECOMPUTE lists the methods it concerns
+CODE_VERSION = 2
+RECOMPUTE = ("dice",)
+
+
 def comparable(cfg: dict) -> dict:
     # recorded configs hold portable paths (common.portable): compare fresh ones the same way
     return {k: portable(v) if isinstance(v, str) else v for k, v in cfg.items() if k not in VOLATILE}
@@ -162,7 +182,7 @@ def run_one(args, name: str, path: str | None, method: str, seed: int, runs_dir:
     out = Path(tempfile.mkdtemp(prefix=f"{name}-{method}-{seed}-", dir=runs_dir))
     cfg = make_config(args, path, method, seed, str(out))
     rec = {"key": run_key(name, method, seed), "dataset": name, "method": method, "seed": seed,
-           "started": now_iso(), "config": cfg.to_dict()}
+           "started": now_iso(), "config": cfg.to_dict(), "recorded_with": CODE_VERSION}
     sw, cpu0 = Stopwatch(), time.process_time()
     try:
         from hamr_dist.train.loop import train   # inside: an import error is this run's error
@@ -573,7 +593,7 @@ def main(argv=None) -> dict:
                     if prev is not None:
                         want = comparable(make_config(args, path, method, seed, "x").resolved(
                             prev.get("task") or info.get("task", "cls")).to_dict())
-                        if comparable(prev["config"]) == want:
+                        if same_run(prev, want):
                             continue
                         log.info("%s: config changed since the recorded run, running again", key)
                         doc["runs"] = [r for r in doc["runs"] if r["key"] != key]
