@@ -600,8 +600,14 @@ def sweep(cfg: TrainConfig, space: dict | None = None, *, num_samples: int = 8,
         sched = ASHAScheduler(time_attr="training_iteration", max_t=cfg.num_train_epochs,
                               grace_period=min(grace, cfg.num_train_epochs),
                               reduction_factor=reduction_factor)
-    if max_concurrent_trials is None and cfg.num_workers > 0:
-        max_concurrent_trials = _fitting_trials(cfg)
+    if cfg.num_workers > 0:
+        fit = _fitting_trials(cfg, trial_cpus)
+        if max_concurrent_trials is not None and max_concurrent_trials > fit:
+            log.warning("--max-concurrent-trials %d: only %d trial(s) of %d Ray Train worker(s)"
+                        "%s fit the cluster's resources at once; running %d at a time",
+                        max_concurrent_trials, fit, cfg.num_workers,
+                        " and a neighbour actor" if len(trial_bundles(cfg)) > 1 else "", fit)
+        max_concurrent_trials = min(max_concurrent_trials or fit, fit)
     # (Tune ignores max_concurrent_trials for a given generator: it goes to the generator)
     search_alg = BasicVariantGenerator(random_state=cfg.seed if seed is None else seed,
                                        max_concurrent=max_concurrent_trials or 0)
@@ -674,13 +680,15 @@ def sweep(cfg: TrainConfig, space: dict | None = None, *, num_samples: int = 8,
             ray.shutdown()
 
 
-def _fitting_trials(cfg: TrainConfig) -> int:
-    """How many distributed trials the cluster holds at once now (at least 1): more would
-    start Ray Train runs that wait for workers, time out and retry, and slow everyone down."""
+def _fitting_trials(cfg: TrainConfig, trial_cpus: float | None = None) -> int:
+    """How many distributed trials the cluster holds at once now (at least 1). Tune reserves a
+    trial's own group (the trial, the neighbour actor) before its Ray Train run asks for the
+    workers' group; with more trials at once than fit whole, the trials' groups can take the
+    CPUs every Train run waits for, and no trial gets its workers."""
     import ray
-    from .methods import get_method
     res = ray.cluster_resources()
-    need = {"CPU": (0 if cfg.use_gpu else cfg.num_workers) + (1 if get_method(cfg.method).knn else 0)}
+    need = {"CPU": sum(b.get("CPU", 0) for b in trial_bundles(cfg, trial_cpus))
+            + (0 if cfg.use_gpu else cfg.num_workers)}
     if cfg.use_gpu:
         need["GPU"] = cfg.num_workers
     fits = [int(res.get(k, 0) // v) for k, v in need.items() if v > 0]

@@ -80,6 +80,13 @@ def test_trial_placement_group_holds_the_neighbour_actor(ray_local):
     assert hamr_tune.trial_bundles(dataclasses.replace(cfg, method="hamr-no-knn")) == [
         {"CPU": 0.01}]
     assert hamr_tune.trial_bundles(dataclasses.replace(cfg, num_workers=0)) == [{"CPU": 1}]
+    # concurrency: on 4 CPUs one such trial fits whole (2 workers + 1 + 0.01 CPUs; two would
+    # let the trials' groups hold CPUs that neither Train run can then get); three trials of
+    # one worker without neighbours (1.01 CPUs each)
+    assert ray.cluster_resources()["CPU"] == 4
+    assert hamr_tune._fitting_trials(cfg) == 1
+    assert hamr_tune._fitting_trials(dataclasses.replace(cfg, method="hamr-no-knn",
+                                                         num_workers=1)) == 3
 
     @ray.remote
     def in_trial(name):       # what train_distributed does inside a trial's process
