@@ -190,3 +190,14 @@ def test_ray_worker_with_prior_and_epoch_rule_matches_in_process(ray_local, tmp_
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["epoch"], key)
         assert a["draw_share"] == b["draw_share"]
     assert local["history"][-1]["hardness_std"] > 0          # epoch-ema moved h at epoch ends
+
+
+def test_draw_shares_reach_mlflow_keys_and_a_plot(tmp_path):
+    from hamr_dist.tracking import epoch_metrics, make_plots
+    shares = {"very neg": {"draw": 0.3, "train": 0.1}, "pos": {"draw": 0.7, "train": 0.9}}
+    rec = {"epoch": 1, "loss": 0.5, "ess_frac": 0.6, "draw_share": shares}
+    m = epoch_metrics(rec)
+    assert m["draw_share_very neg"] == 0.3 and m["train_share_pos"] == 0.9 and m["ess_frac"] == 0.6
+    pytest.importorskip("matplotlib")
+    made = make_plots(tmp_path, {"history": [rec, {**rec, "epoch": 2}]})
+    assert (tmp_path / "plots" / "draw_share.png") in made
