@@ -16,7 +16,12 @@ def use_working_dir() -> None:
 
 
 def has_flag(argv: list[str], *names: str) -> bool:
-    return any(a == n or a.startswith(n + "=") for a in argv for n in names)
+    """Whether a flag is given, in either spelling (``--num-workers`` or ``--num_workers``)."""
+    def norm(a: str) -> str:
+        flag, eq, value = a.partition("=")
+        return (flag.replace("_", "-") if flag.startswith("--") else flag) + eq + value
+    argv = [norm(a) for a in argv]
+    return any(a == n or a.startswith(n + "=") for a in argv for n in map(norm, names))
 
 
 def in_ray_job() -> bool:
