@@ -236,10 +236,18 @@ def train_distributed(cfg, *, placement_strategy: str = "PACK", actor_options: d
     actor_options = actor_options or {}
     env = _worker_env()
     hard = neigh = None
+    shard_actors = []
+    sharded = cfg.hardness_shards > 1 or cfg.hardness_batch_steps > 1
     t0 = time.time()
     try:
-        hard = create_hardness_actor(f"hardness-{tag}", runtime_env=env,
-                                     **actor_options.get("hardness", {}))
+        if sharded:    # h and b by index range over several actors, batched messages
+            from .hardness_shards import create_shard_actors
+            shard_actors = create_shard_actors(f"hardness-{tag}", cfg.hardness_shards,
+                                               runtime_env=env)
+            hard = shard_actors[0]
+        else:
+            hard = create_hardness_actor(f"hardness-{tag}", runtime_env=env,
+                                         **actor_options.get("hardness", {}))
         if method.knn:
             # inside a Tune trial the actor is captured by the trial's placement group, where
             # `hamr tune` reserved one CPU bundle for it (tune.trial_bundles); elsewhere it may
@@ -256,6 +264,9 @@ def train_distributed(cfg, *, placement_strategy: str = "PACK", actor_options: d
             "run_dir": str(Path(storage) / name) if "://" not in storage else None,
             "new_run": bool(new_run),
         }
+        if sharded:
+            loop_config.update(hardness_actor=f"hardness-{tag}-0", hardness_shards=[
+                f"hardness-{tag}-{j}" for j in range(cfg.hardness_shards)])
         trainer = TorchTrainer(
             worker_main, train_loop_config=loop_config,
             scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
@@ -305,7 +316,7 @@ def train_distributed(cfg, *, placement_strategy: str = "PACK", actor_options: d
         raise RunInterrupted(name) from None
     finally:
         if not keep_actors:
-            for a in (hard, neigh):
+            for a in (*shard_actors[1:], hard, neigh):
                 if a is not None:
                     try:
                         ray.kill(a)
@@ -610,14 +621,26 @@ def worker_main(config: dict) -> None:
     neigh = ray.get_actor(config["neighbour_actor"], namespace=ns) if config.get(
         "neighbour_actor") else None
 
-    gen = None
-    if rank == 0:   # a new session: h and b from the checkpoint, or fresh
-        gen = ray.get(hard.begin.remote(n, setup.cfg.gamma, world,
-                                        resume_raw["hardness"] if resume_raw else None))
-        _say_how_it_starts(resume_raw, config.get("new_run", False),
-                           ray.get(hard.info.remote())["sessions"])
-    gen = broadcast_object(gen)
-    client = HardnessClient(hard, gen, rank)
+    target = hard          # what the neighbour actor reads h from and writes b to
+    if config.get("hardness_shards"):   # h by index range, batched messages (hardness_shards.py)
+        from ..train.loop import hardness_options as options
+        from .hardness_shards import worker_session
+        client, target = worker_session(config["hardness_shards"], n, setup.cfg.gamma, world,
+                                        rank, resume_raw["hardness"] if resume_raw else None,
+                                        options(setup), cfg.hardness_batch_steps)
+        gen = client.gens[0]
+        if rank == 0:
+            _say_how_it_starts(resume_raw, config.get("new_run", False),
+                               ray.get(hard.info.remote())["sessions"])
+    else:
+        gen = None
+        if rank == 0:   # a new session: h and b from the checkpoint, or fresh
+            gen = ray.get(hard.begin.remote(n, setup.cfg.gamma, world,
+                                            resume_raw["hardness"] if resume_raw else None))
+            _say_how_it_starts(resume_raw, config.get("new_run", False),
+                               ray.get(hard.info.remote())["sessions"])
+        gen = broadcast_object(gen)
+        client = HardnessClient(hard, gen, rank)
     info = {"rank": rank, "pid": os.getpid(), "host": socket.gethostname(),
             "node_id": ray.get_runtime_context().get_node_id()}
     hard.register.remote(gen, rank, info)
@@ -629,7 +652,8 @@ def worker_main(config: dict) -> None:
         def boost(_h):
             # rank 0 has the neighbour actor pull h and push b; the broadcast is the barrier
             # after which every rank reads the same b from the hardness actor
-            done = ray.get(neigh.refresh.remote(hard, gen, client.seq)) if rank == 0 else None
+            client.flush()   # batched updates out first: the neighbour actor waits for them
+            done = ray.get(neigh.refresh.remote(target, gen, client.seq)) if rank == 0 else None
             broadcast_object(done)
             return client.fetch_fresh_boost()
 
