@@ -15,7 +15,9 @@ Phases (each in a fresh process, so that its peak RSS is its own):
 - ``boost``: the kNN boost (index + search over the 20 % hardest) on random 64-d embeddings,
   exact up to 10^5, IVF at 10^6;
 - ``updates``: sustained hardness updates/s at N = 10^6 with many simulated senders (Ray
-  actors, one per rank) for hardness shards x batched messages (``hardness_shards.py``).
+  actors, one per rank) for hardness shards x batched messages (``hardness_shards.py``);
+- ``mapped``: a worker opening a memory-mapped token split (``data/mapped.py``) of N random
+  records and gathering batches by index: its peak RSS, to compare with ``setup``.
 
     python -m benchmarks.scale                       # the committed table (about 30 minutes)
     python -m benchmarks.scale --phases draw --draw-sizes 10000 100000000
@@ -36,7 +38,8 @@ import numpy as np
 
 from hamr_dist.sampling.hardness import InMemoryHardness
 
-from .common import RESULTS, environment, environment_md, md_table, write_json, write_text
+from .common import (RESULTS, environment, environment_md, md_table, read_json, write_json,
+                     write_text)
 
 WORDS_SEED = 0
 
@@ -243,8 +246,36 @@ def phase_updates(n: int, root: Path, senders: int = 8, steps: int = 400,
     return {"rows": rows}
 
 
+def phase_mapped(n: int, root: Path) -> dict:
+    """A worker's side of the prepared format (``data/mapped.py``) without an encoder: write a
+    split of ``n`` records of 8-40 random token ids (in this process), then open it in a fresh
+    child and gather 200 random batches of 32, as the sampler does."""
+    from hamr_dist.data.mapped import TokenWriter
+    folder = root / f"mapped-{n}"
+    if not (folder / "manifest.json").is_file():
+        rng = np.random.default_rng(0)
+        w = TokenWriter(folder, "cls", 0)
+        for s in range(0, n, 1_000_000):
+            k = min(1_000_000, n - s)
+            lengths = rng.integers(8, 41, k)
+            w.add_flat(rng.integers(1000, 30000, int(lengths.sum())).astype(np.int32), lengths,
+                       rng.integers(0, 8, k))
+        w.close()
+    code = ("import json,resource,time,numpy as np;from hamr_dist.data.mapped import MappedTokens;"
+            f"t=time.perf_counter();m=MappedTokens({str(folder)!r});o=time.perf_counter()-t;"
+            "r=np.random.default_rng(1);t=time.perf_counter();"
+            f"[m(r.integers(0,{n},32)) for _ in range(200)];g=(time.perf_counter()-t)/200;"
+            "print(json.dumps({'open_s':o,'batch_ms':1e3*g,"
+            "'reader_peak_rss_mb':resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    res = json.loads(out.strip().splitlines()[-1])
+    res["bytes_on_disk"] = sum(f.stat().st_size for f in folder.iterdir())
+    return res
+
+
 PHASES = {"prepare": phase_prepare, "setup": phase_setup, "draw": phase_draw,
-          "boost": phase_boost, "updates": phase_updates}
+          "boost": phase_boost, "updates": phase_updates, "mapped": phase_mapped}
 
 
 def child(phase: str, n: int, root: str) -> None:
@@ -297,7 +328,8 @@ def report(res: dict) -> str:
                             ("setup", "setup_s", "setup_peak_rss_mb"),
                             ("setup", "first_step_s", "peak_rss_mb"),
                             ("draw", "draw_s", "peak_rss_mb"),
-                            ("boost", "wall_s", "peak_rss_mb")):
+                            ("boost", "wall_s", "peak_rss_mb"),
+                            ("mapped", "batch_ms", "reader_peak_rss_mb")):
         rows = sorted(by.get(phase, []), key=lambda r: r["n"])
         name = "first step" if key == "first_step_s" else phase
         for r in rows:
@@ -315,6 +347,10 @@ def report(res: dict) -> str:
                             if "choice_draw_s" in r else ""))
             elif phase == "boost":
                 extra = f"{r['index']} index {f(r['index_s'])} s, boost {f(r['boost_s'])} s"
+            elif phase == "mapped":
+                extra = (f"open {1e3 * r['open_s']:.1f} ms, then one batch of 32 per "
+                         f"{f(r['batch_ms'])} ms (the wall column, in ms); "
+                         f"{r['bytes_on_disk'] / 2**20:.0f} MiB on disk")
             lines.append([name, f"{r['n']:,}", f(r.get(key)), f(r.get(mem), 0), extra])
         s_t, s_m = slope(rows, key), slope(rows, mem)
         if s_t is not None:
@@ -346,9 +382,12 @@ def main(argv=None) -> int:
                    default=[10_000, 100_000, 1_000_000, 10_000_000, 100_000_000])
     p.add_argument("--boost-sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     p.add_argument("--updates-n", type=int, default=1_000_000)
+    p.add_argument("--mapped-sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     p.add_argument("--workdir", default=None, help="corpora, encoder, caches (default: a temp dir)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per phase run")
     p.add_argument("--out", default=str(RESULTS / "scale"), help="results path without suffix")
+    p.add_argument("--update", action="store_true",
+                   help="keep the other runs of an existing result file (rerun some phases)")
     args = p.parse_args(argv)
     if args.child:
         child(args.child[0], int(args.child[1]), args.child[2])
@@ -357,10 +396,13 @@ def main(argv=None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     res = {"benchmark": "scale", "date": time.strftime("%Y-%m-%d %H:%M"),
            "environment": environment(), "config": vars(args), "runs": []}
+    old = read_json(Path(args.out + ".json")) if args.update else None
+    keep = [r for r in (old or {}).get("runs", []) if r["phase"] not in args.phases]
     plan = []
     for ph in args.phases:
         sizes = {"prepare": args.sizes, "setup": args.sizes, "draw": args.draw_sizes,
-                 "boost": args.boost_sizes, "updates": [args.updates_n]}[ph]
+                 "boost": args.boost_sizes, "updates": [args.updates_n],
+                 "mapped": args.mapped_sizes}[ph]
         plan += [(ph, n) for n in sizes]
     for ph, n in plan:
         load = [round(x, 2) for x in os.getloadavg()]
@@ -368,7 +410,10 @@ def main(argv=None) -> int:
         r["load_avg_before"] = load
         res["runs"].append(r)
         print(json.dumps(r, default=float), flush=True)
-        write_json(Path(args.out + ".json"), res)               # partial results survive
+        write_json(Path(args.out + ".json"), {**res, "runs": keep + res["runs"]})  # partial
+    res["runs"] = keep + res["runs"]
+    if old:
+        res["earlier_environment"] = old.get("environment")   # the kept runs' machine state
     write_text(Path(args.out + ".md"), report(res) + "\n")
     print(report(res))
     return 0

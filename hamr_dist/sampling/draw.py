@@ -1,28 +1,31 @@
-"""The weighted epoch draw at corpus scale: ``m`` i.i.d. indices from ``p ∝ (h+eps)^tau (1+lam b)``.
+"""The weighted epoch draw at corpus scale: ``m`` i.i.d. indices from ``p ∝ (h+eps)^tau (1+lam b)``
+(times the sampling prior, if any).
 
 ``numpy.random.Generator.choice(n, m, p=p)`` is an inverse CDF whose binary searches jump
 across the whole float64 CDF for every draw (18 s at n = 10^7 on the project's 2-core VM,
 ``benchmarks/results/hardness_scale.md``); it also computes ``p`` in float64 with libm's scalar
 ``pow``. This module keeps the inverse CDF -- the index drawn for a uniform ``u`` is the first
-``i`` with ``cdf[i] > u * total``, exactly as a search would return -- and makes it cheap:
+``i`` with ``cdf[i] > u * top`` (``top``: the float just below the total), exactly what a
+binary search returns -- and makes it cheap:
 
 - **Scores in float32, summed in float64.** ``(h+eps)^tau (1+lam b)`` in float32 (a SIMD
   ``pow``, 16x faster than float64's; relative error ~1e-7, far below what sampling can tell),
   cumulated chunk by chunk into a float64 CDF, so the sum keeps its precision at 10^8 terms.
 - **A guide table instead of binary search.** With ``G = n`` equal cells over ``[0, total)``,
   ``guide[c]`` is the number of CDF values below cell ``c``; a target ``t`` in cell ``c``
-  has its answer in ``[guide[c], guide[c+1]]``, found by stepping through the CDF values inside
-  that cell (one on average). One random read of the guide and about one of the CDF per draw,
-  instead of ~27 dependent reads of a search. Built in two streaming passes (cumulative sum,
-  then a ``bincount`` of cell numbers): no sort, no search.
+  has its answer in ``[guide[c], guide[c+1]]``, found by stepping from ``guide[c]`` through
+  the CDF values inside that cell. One random read of the guide and about 1.5 of the CDF per
+  draw, instead of ~27 dependent reads of a search. Built in two streaming passes (cumulative
+  sum; then each CDF value's cell, the guide filled by ``np.repeat`` since cells only rise):
+  no sort, no search.
 - **Fixed tiles of draws, each its own seeded stream.** Tile ``k`` (``TILE`` draws) takes its
   uniforms from ``default_rng([seed, epoch, k])``, so the draw is a pure function of
   ``(seed, epoch, h, b, tau, lam)``: identical on every rank and in every process, whatever the
-  number of threads (tiles run on a thread pool; numpy releases the GIL in all of this).
+  number of threads (tiles run on a thread pool; numpy releases the GIL in its array loops).
 
 Memory while drawing n samples ``m`` times: the CDF (8n bytes), the guide table (4n, int32)
-and the output (8m, int64); e.g. 1.76 GB + 0.96 GB at n = 10^8, m = 1.2 x 10^8. Nothing of
-it outlives the call.
+and the output (8m, int64); e.g. 1.2 GB + 0.96 GB at n = 10^8, m = 1.2 x 10^8. Nothing but
+the output outlives the call.
 """
 from __future__ import annotations
 
