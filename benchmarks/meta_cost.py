@@ -170,6 +170,9 @@ def parse_args(argv=None):
     p.add_argument("--out-dir", type=Path, default=RESULTS)
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--no-run", action="store_true", help="only summarise the recorded runs")
+    p.add_argument("--merge", nargs="*", type=Path, default=[],
+                   help="result files of the same budget whose runs join this one (e.g. seeds "
+                        "run in parallel under other --name)")
     return p.parse_args(argv)
 
 
@@ -187,6 +190,14 @@ def main(argv=None) -> dict:
     runs = [r for r in old.get("runs", []) if r.get("status") == "ok"]
     seeds = sorted(set(old.get("seeds", [])) | set(args.seeds))
     variants = list(dict.fromkeys(old.get("variants", []) + args.variants))
+    for other in map(read_json, args.merge):
+        if not other or other.get("budget") != budget:
+            raise SystemExit("--merge: a file is missing or was recorded with another budget")
+        have = {r["key"] for r in runs}
+        runs += [r for r in other["runs"] if r.get("status") == "ok" and r["key"] not in have]
+        seeds = sorted(set(seeds) | set(other["seeds"]))
+        variants = list(dict.fromkeys(variants + other["variants"]))
+        old.setdefault("datasets", {}).update(other.get("datasets", {}))
     doc = {"name": args.name, "budget": budget, "seeds": seeds, "variants": variants,
            "options": {v: variant_options(v) for v in variants},
            "datasets": dict(old.get("datasets", {})), "runs": runs,

@@ -77,8 +77,23 @@ class Clock:
         self.t = now
 
 
-def make_model(name, eager, device, n_labels):
-    tok, enc = load_encoder(name, eager=eager)
+# all-MiniLM-L6-v2's architecture, for --random-init where the bundled weights are not installed
+MINILM = dict(model_type="bert", vocab_size=30522, hidden_size=384, num_hidden_layers=6,
+              num_attention_heads=12, intermediate_size=1536, max_position_embeddings=512)
+
+
+def random_encoder(name, eager):
+    """The encoder's architecture with random weights: the same step time (only shapes count)."""
+    from transformers import AutoConfig, AutoModel, BertConfig
+    cfg = AutoConfig.from_pretrained(name) if name else BertConfig(**{
+        k: v for k, v in MINILM.items() if k != "model_type"})
+    cfg._attn_implementation = "eager" if eager else "sdpa"
+    torch.manual_seed(0)
+    return AutoModel.from_config(cfg, attn_implementation="eager" if eager else "sdpa")
+
+
+def make_model(name, eager, device, n_labels, random_init=False):
+    enc = random_encoder(name, eager) if random_init else load_encoder(name, eager=eager)[1]
     torch.manual_seed(0)
     return HamrModel(enc.float(), "cls", n_labels, head_hidden=256, dropout=0.1).to(device)
 
@@ -150,7 +165,8 @@ def run(args) -> dict:
     for k, (scope, opt_name, prec) in specs.items():
         amp = Precision.for_run(TrainConfig(bf16=prec == "bf16", fp16=prec == "fp16"), device)
         if scope is None:
-            m = make_model(args.model, eager=args.ce_eager, device=device, n_labels=n_labels)
+            m = make_model(args.model, eager=args.ce_eager, device=device, n_labels=n_labels,
+                           random_init=args.random_init)
             vocab = vocab or m.encoder.config.vocab_size
             variants[k] = dict(model=m, opt=torch.optim.AdamW(m.parameters(), lr=3e-5), amp=amp,
                                period=1)
@@ -158,7 +174,7 @@ def run(args) -> dict:
         # as in training: eager attention only where the virtual step reaches the encoder
         # (scope head never differentiates twice through attention, so it keeps SDPA like CE)
         m = make_model(args.model, eager=parse_scope(scope) != "head", device=device,
-                       n_labels=n_labels)
+                       n_labels=n_labels, random_init=args.random_init)
         vocab = vocab or m.encoder.config.vocab_size
         oc = option_config(opt_name) if opt_name else {}
         mbs = oc.get("meta_batch_size", args.batch_size)
@@ -194,6 +210,10 @@ def run(args) -> dict:
                 times[k].append((clock.t - start) / v["period"])
                 for p, t in clock.parts.items():
                     parts[k][p].append(t / v["period"])
+        if rep >= args.warmup and times["ce"]:
+            print(f"repeat {rep + 1 - args.warmup}/{args.repeats}: " + ", ".join(
+                f"{k} {times[k][-1] / times['ce'][-1]:.2f}" for k in variants if k != "ce"),
+                flush=True)
     out = {"variants": {}}
     for k in variants:
         prec = specs[k][2]
@@ -251,6 +271,9 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--random-init", action="store_true",
+                   help="the encoder's architecture (--model's config, default MiniLM-L6) with "
+                        "random weights: same step time, no weights needed (e.g. a bare GPU box)")
     p.add_argument("--ce-eager", action="store_true",
                    help="CE with eager attention too (default: the encoder's default kernel)")
     p.add_argument("--name", default=None, help="result file stem (default step_time_<device>)")
