@@ -3,12 +3,25 @@ hardness actor's update latency and throughput.
 
     python -m benchmarks.ray_overhead            # frozen-encoder + full fine-tuning configs
     python -m benchmarks.ray_overhead --quick    # frozen-encoder config only
+    python -m benchmarks.ray_overhead --quick --repeats 5
 
 Step time is the median, over epochs, of the per-epoch median time between two successive
 hardness updates of rank 0 (one update per step, so that is one training step including the
 hardness submission and, with 2 workers, the gradient all-reduces). Every run uses one torch
 thread per process (as each Ray worker does), so "1 worker vs in-process" isolates Ray.
-Ray's start-up (worker processes, ~15 s here) is reported separately as the run's wall time.
+
+Side by side: each repeat runs, in turn, the in-process loop with the in-memory store, the
+in-process loop with the hardness *actor* behind the same client the workers use (what the
+actor's per-step message costs without Ray Train), 1 Ray Train worker, and, where the
+configuration has ``hardness_batch_steps``, 1 worker with batched hardness messages; ratios
+are taken per repeat and reported as medians, so slow drifts of a shared machine cancel.
+
+Start-up: the in-process run is split into setup (``build``: data, tokenizer, encoder,
+features) and training; the Ray run into the phases of a timeline that rank 0 stamps
+(``metrics["ray"]["workers"]``): driver start -> worker entered (actors, Ray Train controller,
+worker process, process group) -> setup done (imports and ``build`` in the worker) -> training
+done -> the driver has the result (final report and checkpoint, the controller noticing the
+end, teardown).
 
 Writes ``benchmarks/results/ray_overhead.json``: hardware, library versions, git commit,
 configs, medians, ratios.
@@ -52,34 +65,58 @@ def _pct(xs, q):
     return float(np.percentile(np.asarray(xs), q)) if len(xs) else None
 
 
-def in_process(cfg):
-    """Step times of the plain loop, with the same Instrumented store the Ray path uses."""
+def in_process(cfg, actor=None):
+    """Step times of the plain loop, with the same Instrumented store the Ray path uses; with
+    ``actor``, the store is the hardness actor behind the workers' client."""
+    import ray
     import torch
 
+    from hamr_dist.distributed.actors import HardnessClient
     from hamr_dist.distributed.trainer import Instrumented
     from hamr_dist.sampling.hardness import InMemoryHardness
     from hamr_dist.train.loop import Runtime, train
     from hamr_dist.train.setup import build
     torch.set_num_threads(1)
+    t_setup = time.perf_counter()
     s = build(cfg)
-    store = Instrumented(InMemoryHardness(len(s.train.batches), gamma=s.cfg.gamma))
+    setup_s = time.perf_counter() - t_setup
+    if actor is None:
+        base = InMemoryHardness(len(s.train.batches), gamma=s.cfg.gamma)
+    else:
+        base = HardnessClient(actor, ray.get(actor.begin.remote(len(s.train.batches),
+                                                                s.cfg.gamma, 1)), 0)
+    store = Instrumented(base)
     per_epoch = []
     rt = Runtime(hardness=store, progress=False,
                  report=lambda rec, state: per_epoch.append(_median(store.step_times())))
     t0 = time.perf_counter()
     res = train(cfg, rt, setup=s)
     return {"step_time_s": _median(per_epoch), "per_epoch_step_time_s": per_epoch,
-            "wall_s": round(time.perf_counter() - t0, 2),
+            "setup_s": round(setup_s, 2), "wall_s": round(time.perf_counter() - t0, 2),
             "test_macro_f1": res.metrics["test"]["macro_f1"]}
 
 
-def with_ray(cfg, workers: int):
+def timeline(m: dict) -> dict | None:
+    """Start-up phases of a Ray run from the driver's start and rank 0's stamps (seconds)."""
+    ray_info = m.get("ray", {})
+    w = next((x for x in ray_info.get("workers", []) if x.get("rank") == 0), {})
+    t0 = ray_info.get("driver_t0")
+    if t0 is None or "t_worker_start" not in w:
+        return None
+    end = t0 + ray_info["driver_wall_time_s"]
+    return {"to_worker_start_s": round(w["t_worker_start"] - t0, 2),
+            "worker_setup_s": round(w["t_setup_done"] - w["t_worker_start"], 2),
+            "train_s": round(w["t_train_done"] - w["t_setup_done"], 2),
+            "finish_s": round(end - w["t_train_done"], 2)}
+
+
+def with_ray(cfg, workers: int, **changes):
     import dataclasses
 
     from hamr_dist.distributed.trainer import train_distributed
     tmp = Path(tempfile.mkdtemp(prefix="hamr-bench-"))
     c = dataclasses.replace(cfg, num_workers=workers, output_dir=str(tmp / "out"),
-                            storage_path=str(tmp / "ray"), run_name="bench")
+                            storage_path=str(tmp / "ray"), run_name="bench", **changes)
     t0 = time.perf_counter()
     m = train_distributed(c).metrics
     epochs = m["ray"]["epochs"]
@@ -87,29 +124,61 @@ def with_ray(cfg, workers: int):
     all_ranks = [e["step_time_s"] for e in epochs]
     return {"step_time_s": _median(rank0), "per_epoch_step_time_s": rank0,
             "per_epoch_per_rank_step_time_s": all_ranks,
-            "wall_s": round(time.perf_counter() - t0, 2),
+            "wall_s": round(time.perf_counter() - t0, 2), "startup_timeline": timeline(m),
             "test_macro_f1": m["test"]["macro_f1"],
             "hardness_actor": {k: m["ray"].get("hardness_actor", {}).get(k)
                                for k in ("updates", "samples", "apply_s")}}
 
 
-def step_benchmark(name: str, cfg_kw: dict, out_root: Path) -> dict:
+def step_benchmark(name: str, cfg_kw: dict, out_root: Path, repeats: int = 1) -> dict:
+    import ray
+
     from hamr_dist.config import TrainConfig
+    from hamr_dist.distributed.actors import create_hardness_actor
     cfg = TrainConfig(output_dir=str(out_root / name / "inproc"), **cfg_kw)
-    print(f"[{name}] in-process ...", flush=True)
-    local = in_process(cfg)
-    print(f"[{name}] 1 Ray worker ...", flush=True)
-    one = with_ray(cfg, 1)
+    batched = "hardness_batch_steps" in TrainConfig.__dataclass_fields__
+    actor = create_hardness_actor(f"bench-inproc-{os.getpid()}")
+    runs = {"in_process": [], "in_process_actor": [], "ray_1_worker": []}
+    if batched:
+        runs["ray_1_worker_batched16"] = []
+    try:
+        for rep in range(repeats):     # side by side: every variant once per repeat
+            print(f"[{name}] repeat {rep + 1}/{repeats}: in-process ...", flush=True)
+            runs["in_process"].append(in_process(cfg))
+            print(f"[{name}] in-process, hardness actor ...", flush=True)
+            runs["in_process_actor"].append(in_process(cfg, actor))
+            print(f"[{name}] 1 Ray worker ...", flush=True)
+            runs["ray_1_worker"].append(with_ray(cfg, 1))
+            if batched:
+                print(f"[{name}] 1 Ray worker, hardness messages batched by 16 ...", flush=True)
+                runs["ray_1_worker_batched16"].append(with_ray(cfg, 1, hardness_batch_steps=16))
+    finally:
+        ray.kill(actor)
     print(f"[{name}] 2 Ray workers ...", flush=True)
     two = with_ray(cfg, 2)
     bs = cfg.per_device_train_batch_size
-    out = {"config": cfg_kw, "in_process": local, "ray_1_worker": one, "ray_2_workers": two}
-    if local["step_time_s"] and one["step_time_s"]:
-        out["ratio_1_worker_vs_in_process"] = one["step_time_s"] / local["step_time_s"]
-    if one["step_time_s"] and two["step_time_s"]:
-        out["ratio_2_vs_1_worker_step_time"] = two["step_time_s"] / one["step_time_s"]
-        out["samples_per_s"] = {"in_process": bs / local["step_time_s"],
-                                "ray_1_worker": bs / one["step_time_s"],
+    med = {k: _median(r["step_time_s"] for r in v) for k, v in runs.items()}
+    out = {"config": cfg_kw, "repeats": repeats, "runs": runs, "ray_2_workers": two,
+           "step_time_median_s": med,
+           # kept under their old names: the first repeat's runs
+           "in_process": runs["in_process"][0], "ray_1_worker": runs["ray_1_worker"][0]}
+    base = [r["step_time_s"] for r in runs["in_process"]]
+    out["ratio_vs_in_process_median"] = {
+        k: _median(r["step_time_s"] / b for r, b in zip(v, base) if r["step_time_s"] and b)
+        for k, v in runs.items() if k != "in_process"}
+    out["ratio_1_worker_vs_in_process"] = out["ratio_vs_in_process_median"]["ray_1_worker"]
+    out["startup_s"] = {
+        "in_process_setup_plus_train": _median(r["setup_s"] + r["wall_s"] for r in runs["in_process"]),
+        "in_process_setup": _median(r["setup_s"] for r in runs["in_process"]),
+        "ray_1_worker_total": _median(r["wall_s"] for r in runs["ray_1_worker"]),
+        "ray_1_worker_timeline": {k: _median((r["startup_timeline"] or {}).get(k)
+                                             for r in runs["ray_1_worker"])
+                                  for k in ("to_worker_start_s", "worker_setup_s", "train_s",
+                                            "finish_s")}}
+    one = med["ray_1_worker"]
+    if one and two["step_time_s"]:
+        out["ratio_2_vs_1_worker_step_time"] = two["step_time_s"] / one
+        out["samples_per_s"] = {"in_process": bs / med["in_process"], "ray_1_worker": bs / one,
                                 "ray_2_workers": 2 * bs / two["step_time_s"]}
         out["speedup_2_vs_1_worker_throughput"] = (out["samples_per_s"]["ray_2_workers"]
                                                    / out["samples_per_s"]["ray_1_worker"])
@@ -164,6 +233,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="frozen-encoder config only")
     p.add_argument("--out", default=str(RESULTS), help=f"JSON output (default {RESULTS})")
     p.add_argument("--num-cpus", type=int, default=4, help="logical CPUs of the local Ray")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="side-by-side repeats of the 1-process / 1-worker comparison")
     args = p.parse_args(argv)
 
     import ray
@@ -181,7 +252,7 @@ def main(argv=None) -> int:
                   "method": "median over epochs of rank 0's per-epoch median step time"}
         report["steps"] = {}
         for name in (["frozen"] if args.quick else ["frozen", "full"]):
-            report["steps"][name] = step_benchmark(name, CONFIGS[name], out_root)
+            report["steps"][name] = step_benchmark(name, CONFIGS[name], out_root, args.repeats)
         print("hardness actor ...", flush=True)
         report["hardness_actor"] = actor_benchmark()
     finally:
@@ -191,11 +262,11 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    summary = {k: {x: v.get(x) for x in ("ratio_1_worker_vs_in_process",
+    summary = {k: {x: v.get(x) for x in ("ratio_vs_in_process_median",
                                          "ratio_2_vs_1_worker_step_time",
-                                         "speedup_2_vs_1_worker_throughput")}
-               | {"step_ms": {r: round(1000 * v[r]["step_time_s"], 2)
-                              for r in ("in_process", "ray_1_worker", "ray_2_workers")}}
+                                         "speedup_2_vs_1_worker_throughput", "startup_s")}
+               | {"step_ms": {r: round(1000 * t, 2) for r, t in v["step_time_median_s"].items()
+                              if t}}
                for k, v in report["steps"].items()}
     ha = report["hardness_actor"]
     print(json.dumps({"steps": summary,

@@ -294,7 +294,7 @@ def train_distributed(cfg, *, placement_strategy: str = "PACK", actor_options: d
         ray_info = metrics.setdefault("ray", {})
         ray_info.update(run_name=name, storage_path=storage,
                         checkpoint=result.checkpoint.path if result.checkpoint else None,
-                        driver_wall_time_s=round(time.time() - t0, 2))
+                        driver_wall_time_s=round(time.time() - t0, 2), driver_t0=t0)
         if hard is not None:
             try:
                 ray_info["hardness_actor"] = ray.get(hard.info.remote(), timeout=30)
@@ -588,6 +588,7 @@ def _say_how_it_starts(resume_raw: dict | None, new_run: bool, sessions: int) ->
 
 def worker_main(config: dict) -> None:
     """``train_loop_per_worker``: one rank of the run."""
+    t_start = time.time()      # start-up timeline (benchmarks/ray_overhead.py): worker entered
     import ray
     import ray.train
     import torch
@@ -615,6 +616,7 @@ def worker_main(config: dict) -> None:
     else:
         device = torch.device("cpu")
     setup = build(cfg, device=device)
+    t_setup = time.time()
     n = len(setup.train.batches)
     ns = config["namespace"]
     hard = ray.get_actor(config["hardness_actor"], namespace=ns)
@@ -642,7 +644,8 @@ def worker_main(config: dict) -> None:
         gen = broadcast_object(gen)
         client = HardnessClient(hard, gen, rank)
     info = {"rank": rank, "pid": os.getpid(), "host": socket.gethostname(),
-            "node_id": ray.get_runtime_context().get_node_id()}
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "t_worker_start": t_start, "t_setup_done": t_setup}
     hard.register.remote(gen, rank, info)
     store = Instrumented(client, rank, config.get("faults"), actor=hard,
                          record=bool(config.get("check_consistency")))
@@ -667,6 +670,7 @@ def worker_main(config: dict) -> None:
     if store.record and config.get("run_dir"):
         _write_update_log(Path(config["run_dir"]), rank, store.log)
     barrier()
+    info["t_train_done"] = time.time()
     reporter.final(res.metrics, res.output_dir, config["driver_host"], info)
 
 
