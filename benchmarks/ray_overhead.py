@@ -241,8 +241,16 @@ def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HAMR_MLFLOW", "0")      # measure Ray, not experiment tracking
     load_before = os.getloadavg()
-    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False,
-             log_to_driver=False)
+    for attempt in range(3):   # a loaded machine can miss Ray's fixed 30 s raylet start-up wait
+        try:
+            ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False,
+                     log_to_driver=False)
+            break
+        except Exception as e:   # noqa: BLE001 - Ray raises a bare Exception here
+            ray.shutdown()
+            if attempt == 2:
+                raise
+            print(f"ray.init failed ({str(e).splitlines()[0]}); retrying", flush=True)
     out_root = Path(tempfile.mkdtemp(prefix="hamr-bench-out-"))
     t0 = time.time()
     try:
