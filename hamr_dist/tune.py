@@ -296,33 +296,58 @@ def run_trial(config: dict) -> None:
 # placement group. Ray 2.60 then relies on a detached PlacementGroupCleaner that asks the state
 # API whether the controller is alive; that needs the dashboard and fails where several Ray
 # instances share a machine, and the group's CPUs/GPUs stay reserved for the rest of the sweep
-# (later trials wait for workers forever). So every trial records its Train placement groups
-# in a registry actor of the sweep, and the sweep driver removes them when the trial ends.
+# (later trials wait for workers forever). So every trial records its Train controller and
+# placement groups in a registry actor of the sweep, and the sweep driver releases them when the
+# trial ends: the controller first (Tune calls `on_trial_complete` while the trial still runs;
+# a controller that saw its group removed would start a new one, with a group nobody releases),
+# then the groups. A group recorded after its trial was released is removed on arrival.
 class PlacementGroupRegistry:
-    """Actor body: trial id -> the placement groups its Ray Train runs created."""
+    """Actor body: trial id -> the Train controllers and placement groups of its runs."""
 
     def __init__(self):
         self.groups: dict[str, list] = {}
+        self.controllers: dict[str, list] = {}
+        self.released: set[str] = set()
 
     def add(self, trial_id: str, pg) -> None:
+        if trial_id in self.released:
+            from ray.util import remove_placement_group
+            remove_placement_group(pg)
+            return
         self.groups.setdefault(trial_id, []).append(pg)
 
-    def pop(self, trial_id: str) -> list:
-        return self.groups.pop(trial_id, [])
+    def add_controller(self, trial_id: str, controller) -> None:
+        if trial_id not in self.released:
+            self.controllers.setdefault(trial_id, []).append(controller)
+
+    def pop(self, trial_id: str) -> tuple[list, list]:
+        self.released.add(trial_id)
+        return self.controllers.pop(trial_id, []), self.groups.pop(trial_id, [])
 
 
 def _pg_recorder(registry_name: str, trial_id: str):
-    """A Ray Train worker-group callback (runs in the controller) that records each worker
-    group's placement group in the sweep's registry."""
+    """A Ray Train worker-group callback (runs in the controller) that records the controller
+    and each worker group's placement group in the sweep's registry."""
     from ray.train.v2._internal.execution.callback import WorkerGroupCallback
 
     class RecordPlacementGroups(WorkerGroupCallback):
+        def _registry(self):
+            import ray
+            return ray.get_actor(registry_name, namespace=REGISTRY_NAMESPACE)
+
+        def before_worker_group_start(self, worker_group_context):
+            import ray
+            try:
+                me = ray.get_runtime_context().current_actor
+                ray.get(self._registry().add_controller.remote(trial_id, me), timeout=30)
+            except Exception as e:   # noqa: BLE001 -- bookkeeping must not fail the trial
+                log.warning("could not record the Train controller of trial %s: %s", trial_id, e)
+
         def after_worker_group_start(self, worker_group):
             import ray
             try:
                 pg = worker_group.get_worker_group_state().placement_group_handle.placement_group
-                reg = ray.get_actor(registry_name, namespace=REGISTRY_NAMESPACE)
-                ray.get(reg.add.remote(trial_id, pg), timeout=30)
+                ray.get(self._registry().add.remote(trial_id, pg), timeout=30)
             except Exception as e:   # noqa: BLE001 -- bookkeeping must not fail the trial
                 log.warning("could not record the placement group of trial %s: %s", trial_id, e)
 
@@ -333,7 +358,8 @@ REGISTRY_NAMESPACE = "hamr_dist_tune"
 
 
 def _release_callback(registry):
-    """Tune callback (sweep driver): remove a finished trial's leftover placement groups."""
+    """Tune callback (sweep driver): end a finished trial's Train controller, then remove its
+    leftover placement groups."""
     import ray
     from ray import tune
     from ray.util import placement_group_table, remove_placement_group
@@ -343,7 +369,9 @@ def _release_callback(registry):
 
         def _release(self, trial):
             try:
-                groups = ray.get(registry.pop.remote(trial.trial_id), timeout=30)
+                controllers, groups = ray.get(registry.pop.remote(trial.trial_id), timeout=30)
+                for c in controllers:
+                    ray.kill(c, no_restart=True)
                 table = placement_group_table()
                 for pg in groups:
                     if table.get(pg.id.hex(), {}).get("state") not in (None, "REMOVED"):

@@ -115,6 +115,43 @@ def test_trial_placement_group_holds_the_neighbour_actor(ray_local):
             remove_placement_group(pg)
 
 
+def test_a_finished_trials_controller_goes_before_its_placement_groups(ray_local):
+    """Tune calls on_trial_complete while the trial still runs: removing its Train group first
+    let the controller start a new group, recorded too late or never, which then held 2 CPUs
+    for the rest of the sweep (the next trial's workers timed out). The release now kills the
+    controller first, and a group recorded after the release is removed on arrival."""
+    import ray
+    from ray.util import placement_group_table
+    from ray.util.placement_group import placement_group
+
+    def state(pg):
+        return placement_group_table().get(pg.id.hex(), {}).get("state")
+
+    @ray.remote(num_cpus=0)
+    class Controller:
+        def ping(self):
+            return 1
+
+    reg = ray.remote(num_cpus=0)(hamr_tune.PlacementGroupRegistry).remote()
+    ctl = Controller.remote()
+    pg, late = placement_group([{"CPU": 0.01}]), placement_group([{"CPU": 0.01}])
+    try:
+        ray.get([pg.ready(), late.ready(), ctl.ping.remote()], timeout=60)
+        ray.get([reg.add_controller.remote("t1", ctl), reg.add.remote("t1", pg)])
+
+        class Trial:
+            trial_id = "t1"
+        hamr_tune._release_callback(reg)._release(Trial())
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(ctl.ping.remote(), timeout=60)
+        assert state(pg) == "REMOVED"
+        ray.get(reg.add.remote("t1", late))          # recorded after the release
+        assert state(late) == "REMOVED"
+        assert ray.get(reg.pop.remote("t1")) == ([], [])
+    finally:
+        ray.kill(reg)
+
+
 def test_metric_names_are_legal_for_tune():
     """Tune's TensorBoard logger warned once per class name with a space ('Summary name
     dev_f1_very positive is illegal'); tensorboardX's own cleaner must leave ours unchanged."""
@@ -377,7 +414,7 @@ def test_asha_sweep_leaves_no_placement_groups(ray_local, tmp_path):
     assert cfg.method == "hamr"      # the default: every trial creates a neighbour actor
     # the learning rate spreads dev macro-F1 widely, so that ASHA has trials to stop
     space = {"learning_rate": {"loguniform": [1e-5, 3e-2]}, "tau": {"uniform": [0.3, 1.0]}}
-    res = hamr_tune.sweep(cfg, space, num_samples=6, scheduler="asha", grace_period=1,
+    res = hamr_tune.sweep(cfg, space, num_samples=5, scheduler="asha", grace_period=1,
                           reduction_factor=2, max_concurrent_trials=2, seed=0)
     total = ray.cluster_resources().get("CPU", 0)
     deadline = time.time() + 90
@@ -390,7 +427,7 @@ def test_asha_sweep_leaves_no_placement_groups(ray_local, tmp_path):
     assert not leaked, [(k, v.get("state"), v.get("name")) for k, v in leaked.items()]
     assert free == total, (free, total)
     iters = [len(r.metrics_dataframe) for r in res.results if r.metrics_dataframe is not None]
-    assert len(res.results) == 6 and min(iters) < 3, iters      # ASHA stopped some early
+    assert len(res.results) == 5 and min(iters) < 3, iters      # ASHA stopped some early
     assert len(our_actors()) == actors_before, our_actors()     # the runs' actors are gone
     _assert_honest_trial_runs(MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'asha' / 'mlflow.db'}"),
                               res, 3)
