@@ -217,7 +217,8 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("model_dir", help="output_dir of a finished 'hamr train'")
     src = pr.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", nargs="+", help="texts (cls) or whitespace-tokenised sentences (ner)")
-    src.add_argument("--input", help=".txt (one per line) or .jsonl ({text} or {tokens}) file")
+    src.add_argument("--input", help=".txt (one per line) or .jsonl ({text} or {tokens}) file; one "
+                     "output line per input line (a blank line gets prediction null)")
     pr.add_argument("--output", help="write JSON lines here instead of stdout")
     pr.set_defaults(func=cmd_predict)
 

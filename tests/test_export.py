@@ -192,3 +192,17 @@ def test_runs_folder_of_the_readme_examples_is_ignored_by_git():
     r = subprocess.run(["git", "check-ignore", "-q", "runs/sst5-hamr/model.safetensors"],
                        cwd=root)
     assert r.returncode == 0
+
+
+def test_hamr_cache_shows_size_and_clears(tmp_path, capsys):
+    cache = tmp_path / "cache"
+    (cache / "features").mkdir(parents=True)
+    (cache / "embeddings").mkdir()
+    (cache / "features" / "a.npz").write_bytes(b"x" * 3000)
+    (cache / "embeddings" / "b.npy").write_bytes(b"y" * 1000)
+    assert main(["cache", "--cache-dir", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert f"cache {cache}: 3.9 KB in 2 files" in out
+    assert "features/" in out and "2.9 KB" in out and "embeddings/" in out and "1000 B" in out
+    assert main(["cache", "--cache_dir", str(cache), "--clear"]) == 0
+    assert "removed" in capsys.readouterr().out and not cache.exists()

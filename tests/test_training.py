@@ -63,7 +63,8 @@ def test_full_finetuning_small_slice(tmp_path):
                       max_seq_length=32, output_dir=str(tmp_path), learning_rate=1e-4)
     m = train(cfg).metrics
     assert m["skipped_steps"] == 0
-    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "head.pt").exists()
+    # fine-tuned, mean pooling: the encoder under encoder/ beside our head (see export.py)
+    assert (tmp_path / "encoder" / "model.safetensors").exists() and (tmp_path / "head.pt").exists()
 
 
 def test_ivf_index_probing_every_list_trains_like_exact(tmp_path, monkeypatch):
