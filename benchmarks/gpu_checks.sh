@@ -83,7 +83,7 @@ if d.is_dir() and not (d / "model.safetensors").exists():
 EOF
 for prec in bf16 fp16; do
     for scope in head all; do
-        check "train_${prec}_${scope}" 120 python3 -m hamr_dist.cli train --model "$MODEL" \
+        check "train_${prec}_${scope}" 120 python3 -m hamr_dist.cli train --model "$MODEL" --embedder "$MODEL" \
             --no-freeze-encoder --method hamr --meta-scope $scope --$prec --num-train-epochs 2 \
             --max-train-samples 512 --max-eval-samples 128 --max-seq-length 64 \
             --learning-rate 1e-4 --output-dir "$OUT/runs/${prec}_${scope}" --no-progress
@@ -93,10 +93,10 @@ done
 # 3. Ray paths (need ray and faiss-gpu installed; the bare device image has neither)
 if python3 -c "import ray, faiss; assert faiss.get_num_gpus() > 0" 2>>"$LOG"; then
     # a CPU worker leaves the GPU spare, so the neighbour actor takes it (faiss-gpu index)
-    check ray_neighbour_actor_gpu 150 python3 -m hamr_dist.cli train --model "$MODEL" \
+    check ray_neighbour_actor_gpu 150 python3 -m hamr_dist.cli train --model "$MODEL" --embedder "$MODEL" \
         --num-workers 1 --freeze-encoder --num-train-epochs 2 --max-train-samples 2000 \
         --max-eval-samples 200 --output-dir "$OUT/runs/ray_neighbour_gpu" --no-progress
-    check ray_one_gpu_worker 150 python3 -m hamr_dist.cli train --model "$MODEL" \
+    check ray_one_gpu_worker 150 python3 -m hamr_dist.cli train --model "$MODEL" --embedder "$MODEL" \
         --num-workers 1 --use-gpu --bf16 --no-freeze-encoder --num-train-epochs 1 --max-train-samples 512 \
         --max-eval-samples 128 --max-seq-length 64 --output-dir "$OUT/runs/ray_gpu_worker" \
         --no-progress
