@@ -68,17 +68,17 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args) -> int:
-    from .outputs import lock_output_dir
+    from .outputs import output_dir_lock
     cfg = config_from_args(args)
     # before any work: a folder that cannot be written fails now, not after training, and a
     # second run into the same folder refuses (or waits, --overwrite-output-dir)
-    lock_output_dir(cfg.output_dir, wait=args.overwrite_output_dir)
-    if cfg.num_workers > 0:
-        from .distributed.trainer import train_distributed
-        res = train_distributed(cfg)
-    else:
-        from .train.loop import train
-        res = train(cfg)
+    with output_dir_lock(cfg.output_dir, wait=args.overwrite_output_dir):
+        if cfg.num_workers > 0:
+            from .distributed.trainer import train_distributed
+            res = train_distributed(cfg)
+        else:
+            from .train.loop import train
+            res = train(cfg)
     m = res.metrics
     print(f"method {m['method']} ({m['task']}): best epoch {m['best_epoch']}, "
           f"dev macro-F1 {m['dev']['macro_f1']:.4f}, test macro-F1 {m['test']['macro_f1']:.4f}")

@@ -12,6 +12,7 @@ fallback place when writing fails at the end anyway (a trained model is never lo
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -97,6 +98,19 @@ def lock_output_dir(path, wait: bool = False, flag: str = "--output-dir") -> Pat
         raise
     _held[key] = fd
     return p
+
+
+@contextlib.contextmanager
+def output_dir_lock(path, wait: bool = False, flag: str = "--output-dir"):
+    """:func:`lock_output_dir` for the duration of a ``with`` block (released after it, unless
+    this process held the lock already)."""
+    held_before = str(Path(path).expanduser().resolve()) in _held
+    p = lock_output_dir(path, wait=wait, flag=flag)
+    try:
+        yield p
+    finally:
+        if not held_before:
+            unlock(p)
 
 
 def unlock(path) -> None:

@@ -125,3 +125,12 @@ def test_concurrent_runs_create_one_sqlite_store_safely(tmp_path):
         p.join(180)
     ids = [q.get(timeout=5) for _ in procs]
     assert all(ids) and len(set(ids)) == 3, ids
+
+
+def test_lock_lasts_as_long_as_the_run(tmp_path):
+    with outputs.output_dir_lock(tmp_path / "run"):
+        p = subprocess.run([sys.executable, "-c", HOLD, str(tmp_path / "run"), "0"],
+                           capture_output=True, text=True)
+        assert p.returncode != 0 and f"pid {os.getpid()}" in p.stderr
+    holder = hold_lock(tmp_path / "run", 0)        # released: another process gets it
+    assert holder.wait(timeout=30) == 0
