@@ -42,7 +42,8 @@ def dice(logits, labels, alpha: float = 0.01, smooth: float = 1e-4) -> torch.Ten
     mask = (labels != IGNORE).unsqueeze(-1).to(logits.dtype)
     p = logits.softmax(-1) * mask
     y = F.one_hot(labels.clamp_min(0), logits.shape[-1]).to(logits.dtype) * mask
-    q = (1 - p).clamp_min(0) ** alpha * p
+    # (1-p)^alpha has an infinite slope at p = 1, which a saturated float32 softmax reaches
+    q = (1 - p).clamp_min(1e-6) ** alpha * p
     dims = tuple(range(q.dim() - 1))
     denom = q.sum(dims) + y.sum(dims) + smooth                    # [C]
     per_class = 1 - (2 * q * y + smooth) / denom

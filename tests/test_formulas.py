@@ -89,3 +89,10 @@ def test_icf_weights_ner_pool_tags_per_entity_type():
     # tokens: O 80, LOC 10 + 6 = 16, PER 4 + 0 = 4; N = 100, C = 3 classes (O, LOC, PER)
     w = icf_weights([80, 10, 6, 4, 0], groups=entity_groups(names))
     torch.testing.assert_close(w, torch.tensor([100 / 240, 100 / 48, 100 / 48, 100 / 12, 0.0]))
+
+
+def test_dice_gradient_is_finite_at_a_saturated_softmax():
+    """(1-p)^alpha has an infinite slope at p = 1: a float32 softmax reaches 1.0 exactly."""
+    logits = torch.tensor([[[40.0, -40.0], [0.0, 1.0]]], requires_grad=True)
+    dice(logits, torch.tensor([[0, 1]])).sum().backward()
+    assert torch.isfinite(logits.grad).all()
