@@ -1,0 +1,58 @@
+"""Merge quality result files that ran side by side (other seeds or methods of the same budget)
+into one table:
+
+    python -m benchmarks.quality_merge A.json B.json ... --name quality_probe
+
+Runs are keyed by (dataset, method, seed); a key in a later file replaces the earlier one. The
+budgets must agree except for the variants each file defines (their union is kept); every
+session of every file is kept, so the wall time stays honest.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from benchmarks.common import RESULTS, Stopwatch, read_json
+from benchmarks.quality import write_all
+
+SAME = ("epochs", "batch_size", "learning_rate", "max_train_samples", "max_eval_samples",
+        "max_seq_length", "early_stopping_patience", "freeze_encoder")
+
+
+def merge(docs: list[dict], name: str) -> dict:
+    first = docs[0]
+    for d in docs[1:]:
+        diff = [k for k in SAME if d["budget"].get(k) != first["budget"].get(k)]
+        if d["tier"] != first["tier"] or diff:
+            raise SystemExit(f"{d['name']}: another budget ({', '.join(diff) or 'tier'}); not merged")
+    runs, datasets, methods, seeds, sessions, variants = {}, {}, [], set(), [], {}
+    for d in docs:
+        for r in d["runs"]:
+            runs[r["key"]] = r
+        for k, v in d["datasets"].items():
+            datasets.setdefault(k, v)
+        methods += [m for m in d["methods"] if m not in methods]
+        seeds |= set(d["seeds"])
+        sessions += d["sessions"]
+        variants.update(d["budget"].get("variants") or {})
+    budget = {**first["budget"], "variants": variants}
+    return {**first, "name": name, "budget": budget, "methods": methods, "seeds": sorted(seeds),
+            "datasets": datasets, "runs": list(runs.values()), "sessions": sessions,
+            "runs_planned": len(datasets) * len(methods) * len(seeds),
+            "merged_from": [d["name"] for d in docs]}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("--name", required=True)
+    p.add_argument("--out-dir", type=Path, default=RESULTS)
+    a = p.parse_args(argv)
+    doc = merge([read_json(f) for f in a.files], a.name)
+    session = {"elapsed_s": 0.0}
+    write_all(doc, a.out_dir, session, Stopwatch())
+    print(f"{len(doc['runs'])} runs -> {a.out_dir / (a.name + '.json')}")
+
+
+if __name__ == "__main__":
+    main()
