@@ -49,6 +49,36 @@ def test_split_and_merge_states_round_trip():
         shard_bounds(3, 4)
 
 
+@pytest.mark.parametrize("rule", ["ema", "debiased-ema", "epoch-ema", "decay-all"])
+def test_shard_applies_whole_messages_as_one_update_with_the_same_result(rule):
+    """The actor body without Ray: both ranks' steps arrive in messages of different sizes,
+    rank 1 first; the complete steps are applied at once (one concatenated update, or step by
+    step for decay-all) and h equals the step-by-step replay in draw order, bit for bit."""
+    import asyncio
+
+    from hamr_dist.distributed.hardness_shards import HardnessShard
+    n, world, steps, bs = 40, 2, 11, 5
+    per_rank = stream(n, steps, world, bs, seed=3)
+    ref = replay(n, per_rank, steps, rule=rule)
+
+    async def scenario():
+        a = HardnessShard()
+        gen = await a.begin(n, 0.9, world, None, {"rule": rule})
+        for r, size in ((1, 3), (0, 5)):
+            for s0 in range(0, steps, size):
+                await a.update_many(gen, r, s0, per_rank[r][s0:s0 + size])
+        await a.update_many(gen, 0, 2, per_rank[0][2:4])         # duplicates are dropped
+        await a.end_epoch(gen, steps, 0)                         # epoch-ema folds in here
+        h = await a.hardness(gen, steps)
+        return h, a._stats, a._next
+
+    h, stats, applied = asyncio.run(scenario())
+    assert applied == steps and stats["updates"] == world * steps and stats["duplicates"] == 2
+    ref.end_epoch(0)
+    assert np.array_equal(h, ref.hardness())
+    assert not np.allclose(h, 1.0)                             # the updates did move h
+
+
 @pytest.mark.parametrize("shards,batch,rule", [(1, 1, "ema"), (3, 4, "ema"),
                                                (2, 5, "debiased-ema")])
 def test_shards_equal_single_process_replay_whatever_the_arrival_order(ray_local, shards,
