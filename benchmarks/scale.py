@@ -265,7 +265,10 @@ def phase_mapped(n: int, root: Path) -> dict:
             f"t=time.perf_counter();m=MappedTokens({str(folder)!r});o=time.perf_counter()-t;"
             "r=np.random.default_rng(1);t=time.perf_counter();"
             f"[m(r.integers(0,{n},32)) for _ in range(200)];g=(time.perf_counter()-t)/200;"
-            "print(json.dumps({'open_s':o,'batch_ms':1e3*g,"
+            "st={l.split(':')[0]:int(l.split()[1])/1024 for l in open('/proc/self/status') "
+            "if l.startswith(('RssAnon','RssFile'))};"
+            "print(json.dumps({'open_s':o,'batch_ms':1e3*g,'rss_anon_mb':st['RssAnon'],"
+            "'rss_file_mb':st['RssFile'],"
             "'reader_peak_rss_mb':resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
@@ -350,7 +353,10 @@ def report(res: dict) -> str:
             elif phase == "mapped":
                 extra = (f"open {1e3 * r['open_s']:.1f} ms, then one batch of 32 per "
                          f"{f(r['batch_ms'])} ms (the wall column, in ms); "
-                         f"{r['bytes_on_disk'] / 2**20:.0f} MiB on disk")
+                         f"{r['bytes_on_disk'] / 2**20:.0f} MiB on disk; after 200 batches "
+                         f"RSS = {r.get('rss_anon_mb', 0):.0f} MB private + "
+                         f"{r.get('rss_file_mb', 0):.0f} MB mapped file pages (page cache, "
+                         "shared by the workers of a node)")
             lines.append([name, f"{r['n']:,}", f(r.get(key)), f(r.get(mem), 0), extra])
         s_t, s_m = slope(rows, key), slope(rows, mem)
         if s_t is not None:
