@@ -326,6 +326,12 @@ def report(res: dict) -> str:
         by.setdefault(r["phase"], []).append(r)
     parts = [f"# Large corpora: phase costs per process ({res['date']})", "",
              environment_md(res["environment"]), ""]
+    if res.get("earlier_environment"):
+        e = res["earlier_environment"]
+        parts[-1:-1] = [f"- phases not rerun by this command: commit "
+                        f"{(e['git'].get('commit') or '?')[:10]}, load average at start "
+                        f"{e['hardware'].get('load_avg_at_start')}; each run's load average "
+                        "before it is in the JSON"]
     lines = []
     for phase, key, mem in (("prepare", "wall_s", "peak_rss_mb"),
                             ("setup", "setup_s", "setup_peak_rss_mb"),
@@ -359,7 +365,7 @@ def report(res: dict) -> str:
                          "shared by the workers of a node)")
             lines.append([name, f"{r['n']:,}", f(r.get(key)), f(r.get(mem), 0), extra])
         s_t, s_m = slope(rows, key), slope(rows, mem)
-        if s_t is not None:
+        if s_t is not None and phase != "mapped":       # a batch's cost does not grow with N
             lines.append([name, "per sample", f"{1e6 * s_t:.1f} µs", f"{1e3 * s_m:.2f} KB"
                           if s_m is not None else "-", "slope between the two largest sizes"])
     parts += [md_table(["phase", "N", "wall (s)", "peak RSS (MB)", "detail"], lines), ""]
@@ -392,11 +398,16 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", default=None, help="corpora, encoder, caches (default: a temp dir)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per phase run")
     p.add_argument("--out", default=str(RESULTS / "scale"), help="results path without suffix")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the markdown table from the JSON results")
     p.add_argument("--update", action="store_true",
                    help="keep the other runs of an existing result file (rerun some phases)")
     args = p.parse_args(argv)
     if args.child:
         child(args.child[0], int(args.child[1]), args.child[2])
+        return 0
+    if args.report_only:
+        write_text(Path(args.out + ".md"), report(read_json(Path(args.out + ".json"))) + "\n")
         return 0
     root = Path(args.workdir or tempfile.mkdtemp(prefix="hamr-scale-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -419,7 +430,9 @@ def main(argv=None) -> int:
         write_json(Path(args.out + ".json"), {**res, "runs": keep + res["runs"]})  # partial
     res["runs"] = keep + res["runs"]
     if old:
-        res["earlier_environment"] = old.get("environment")   # the kept runs' machine state
+        res["earlier_environment"] = (old.get("earlier_environment")   # the kept runs' machine
+                                      or old.get("environment"))
+    write_json(Path(args.out + ".json"), res)
     write_text(Path(args.out + ".md"), report(res) + "\n")
     print(report(res))
     return 0
