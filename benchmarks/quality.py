@@ -163,7 +163,8 @@ def prepare(args, path: str | None, methods: list[str], seeds: list[int]) -> dic
         for seed in seeds:
             s = build(make_config(args, path, methods[0], seed, "unused"))
     from hamr_dist.methods import get_method
-    if any(get_method(m).knn for m in methods):
+    variants = parse_variants(getattr(args, "variant", None))
+    if any(get_method(variants.get(m, (m, {}))[0]).knn for m in methods):
         s = s or build(make_config(args, path, methods[0], seeds[0], "unused"))
         c = s.cfg
         cached_embeddings(embedding_texts(s.train.records, s.data.task), model=c.embedder,
