@@ -76,7 +76,10 @@ def in_process(cfg, actor=None):
     from hamr_dist.sampling.hardness import InMemoryHardness
     from hamr_dist.train.loop import Runtime, train
     from hamr_dist.train.setup import build
+    import dataclasses
     torch.set_num_threads(1)
+    # a fresh output folder per run (a run refuses another run's outputs)
+    cfg = dataclasses.replace(cfg, output_dir=tempfile.mkdtemp(prefix="hamr-bench-inproc-"))
     t_setup = time.perf_counter()
     s = build(cfg)
     setup_s = time.perf_counter() - t_setup
@@ -130,7 +133,8 @@ def with_ray(cfg, workers: int, **changes):
                                for k in ("updates", "samples", "apply_s")}}
 
 
-def step_benchmark(name: str, cfg_kw: dict, out_root: Path, repeats: int = 1) -> dict:
+def step_benchmark(name: str, cfg_kw: dict, out_root: Path, repeats: int = 1,
+                   diagnose: bool = False) -> dict:
     import ray
 
     from hamr_dist.config import TrainConfig
@@ -141,6 +145,8 @@ def step_benchmark(name: str, cfg_kw: dict, out_root: Path, repeats: int = 1) ->
     runs = {"in_process": [], "in_process_actor": [], "ray_1_worker": []}
     if batched:
         runs["ray_1_worker_batched16"] = []
+    if diagnose:   # which epoch-boundary work slows the later epochs' steps?
+        runs.update(ray_1_worker_no_knn=[], in_process_no_knn=[], ray_1_worker_last_ckpt=[])
     try:
         for rep in range(repeats):     # side by side: every variant once per repeat
             print(f"[{name}] repeat {rep + 1}/{repeats}: in-process ...", flush=True)
@@ -152,6 +158,13 @@ def step_benchmark(name: str, cfg_kw: dict, out_root: Path, repeats: int = 1) ->
             if batched:
                 print(f"[{name}] 1 Ray worker, hardness messages batched by 16 ...", flush=True)
                 runs["ray_1_worker_batched16"].append(with_ray(cfg, 1, hardness_batch_steps=16))
+            if diagnose:
+                import dataclasses
+                print(f"[{name}] diagnosis: no neighbour actor, one checkpoint ...", flush=True)
+                no_knn = dataclasses.replace(cfg, method="hamr-no-knn")
+                runs["in_process_no_knn"].append(in_process(no_knn))
+                runs["ray_1_worker_no_knn"].append(with_ray(no_knn, 1))
+                runs["ray_1_worker_last_ckpt"].append(with_ray(cfg, 1, checkpoint_every=10_000))
     finally:
         ray.kill(actor)
     print(f"[{name}] 2 Ray workers ...", flush=True)
@@ -166,6 +179,17 @@ def step_benchmark(name: str, cfg_kw: dict, out_root: Path, repeats: int = 1) ->
     out["ratio_vs_in_process_median"] = {
         k: _median(r["step_time_s"] / b for r, b in zip(v, base) if r["step_time_s"] and b)
         for k, v in runs.items() if k != "in_process"}
+    # per epoch: in the committed runs the first epoch was at parity and the later ones not
+    out["per_epoch_ratio_median"] = {
+        k: [_median(r["per_epoch_step_time_s"][e] / b["per_epoch_step_time_s"][e]
+                    for r, b in zip(v, runs["in_process"])
+                    if e < len(r["per_epoch_step_time_s"]) and r["per_epoch_step_time_s"][e])
+            for e in range(len(runs["in_process"][0]["per_epoch_step_time_s"]))]
+        for k, v in runs.items() if k != "in_process"}
+    if diagnose and runs["in_process_no_knn"]:
+        out["ratio_no_knn_1_worker_vs_in_process_median"] = _median(
+            a["step_time_s"] / b["step_time_s"]
+            for a, b in zip(runs["ray_1_worker_no_knn"], runs["in_process_no_knn"]))
     out["ratio_1_worker_vs_in_process"] = out["ratio_vs_in_process_median"]["ray_1_worker"]
     out["startup_s"] = {
         "in_process_setup_plus_train": _median(r["setup_s"] + r["wall_s"] for r in runs["in_process"]),
@@ -235,6 +259,9 @@ def main(argv=None) -> int:
     p.add_argument("--num-cpus", type=int, default=4, help="logical CPUs of the local Ray")
     p.add_argument("--repeats", type=int, default=3,
                    help="side-by-side repeats of the 1-process / 1-worker comparison")
+    p.add_argument("--diagnose", action="store_true",
+                   help="also 1 worker without the neighbour actor (hamr-no-knn, against its own "
+                        "in-process run) and with one checkpoint at the end instead of one per epoch")
     args = p.parse_args(argv)
 
     import ray
@@ -260,7 +287,8 @@ def main(argv=None) -> int:
                   "method": "median over epochs of rank 0's per-epoch median step time"}
         report["steps"] = {}
         for name in (["frozen"] if args.quick else ["frozen", "full"]):
-            report["steps"][name] = step_benchmark(name, CONFIGS[name], out_root, args.repeats)
+            report["steps"][name] = step_benchmark(name, CONFIGS[name], out_root, args.repeats,
+                                                   args.diagnose)
         print("hardness actor ...", flush=True)
         report["hardness_actor"] = actor_benchmark()
     finally:
