@@ -598,13 +598,13 @@ def worker_main(config: dict) -> None:
     from ..train.setup import build
     from .actors import HardnessClient
     from .collectives import all_reduce_mean, barrier, broadcast_object
+    from .raylogs import configure_process_logging
 
     torch.set_num_threads(int(config.get("torch_threads", 1)))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     configure_process_logging()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    from .raylogs import configure_process_logging
     cfg = TrainConfig(**config["cfg"])
     cfg = dataclasses.replace(cfg, progress=False)
     resume_raw = load_state(ray.train.get_checkpoint())
