@@ -29,7 +29,9 @@ class TrainConfig:
     model: str | None = opt(None, "HF encoder path or name; default: bundled all-MiniLM-L6-v2")
     embedder: str | None = opt(None, "sentence embedder for kNN neighbourhoods; default: bundled all-MiniLM-L6-v2")
     output_dir: str = opt("outputs/run", "where the model, metrics.json and logs are written")
-    method: str = opt("hamr", "training method", list(METHODS))
+    method: str = opt("hamr-cb", "training method: hamr-cb (recommended: HAMR with a class-balanced "
+                      "sampling prior, docs/hardness.md), hamr (the paper's method), its ablations "
+                      "and the baselines", list(METHODS))
     freeze_encoder: bool = opt(False, "cache encoder features once and train only the head (fast CPU regime)")
     save_encoder: bool = opt(False, "with --freeze-encoder: copy the unchanged encoder into output_dir "
                              "(a self-contained model); default: keep its path and fingerprint")
@@ -72,7 +74,8 @@ class TrainConfig:
     w_min: float = opt(0.1, "lower clip of the normalised weights")
     w_max: float = opt(8.0, "upper clip of the normalised weights")
     gamma: float = opt(0.99, "hardness EMA decay")
-    hardness_rule: str = opt("ema", "how post-meta weights become hardness: ema (the paper's per-visit "
+    hardness_rule: str | None = opt(None, "how post-meta weights become hardness (default: ema for "
+                             "hamr and its ablations, debiased-ema for hamr-cb): ema (the paper's per-visit "
                              "EMA from 1), debiased-ema (EMA from 0 divided by 1 - gamma^visits), "
                              "epoch-ema (per-epoch mean weight, decayed per epoch by "
                              "--hardness-epoch-gamma), decay-all (the authors' code: decay every "
@@ -154,6 +157,8 @@ class TrainConfig:
             c.wnet_lr = 3e-4 if task == "ner" else 1e-4
         if c.lam is None:
             c.lam = 0.1 if task == "ner" else 0.7
+        if c.hardness_rule is None:    # chosen on dev: benchmarks/results/quality_probe.md
+            c.hardness_rule = "debiased-ema" if get_method(c.method).class_prior else "ema"
         if c.meta_update_lr is None:
             c.meta_update_lr = c.learning_rate if c.freeze_encoder else 2e-4
         if c.meta_batch_size is None:

@@ -18,7 +18,7 @@ from ..sampling.groups import class_prior, sample_groups
 def hardness_options(s) -> dict:
     """InMemoryHardness options of a run (the actor gets the same at ``begin``)."""
     c = s.cfg
-    opts = {"rule": c.hardness_rule, "epoch_gamma": c.hardness_epoch_gamma}
+    opts = {"rule": c.hardness_rule or "ema", "epoch_gamma": c.hardness_epoch_gamma}
     if s.method.class_prior:
         groups = sample_groups(s.train.records, s.data.task, s.data.label_names)
         opts["prior"] = class_prior(groups, c.class_prior_power).astype(np.float32)
