@@ -19,6 +19,18 @@ SAME = ("epochs", "batch_size", "learning_rate", "max_train_samples", "max_eval_
         "max_seq_length", "early_stopping_patience", "freeze_encoder")
 
 
+def rename(doc: dict, names: dict) -> dict:
+    """Rows renamed (``old=new``), e.g. when a variant became a method's default."""
+    for r in doc["runs"]:
+        if r["method"] in names:
+            r["method"] = names[r["method"]]
+            r["key"] = f"{r['dataset']}|{r['method']}|{r['seed']}"
+    doc["methods"] = [names.get(m, m) for m in doc["methods"]]
+    v = doc["budget"].get("variants") or {}
+    doc["budget"]["variants"] = {names.get(k, k): x for k, x in v.items()}
+    return doc
+
+
 def merge(docs: list[dict], name: str) -> dict:
     first = docs[0]
     for d in docs[1:]:
@@ -47,8 +59,11 @@ def main(argv=None):
     p.add_argument("files", nargs="+", type=Path)
     p.add_argument("--name", required=True)
     p.add_argument("--out-dir", type=Path, default=RESULTS)
+    p.add_argument("--rename", nargs="*", default=[], metavar="OLD=NEW",
+                   help="rename rows in every file before merging (applied at once, not chained)")
     a = p.parse_args(argv)
-    doc = merge([read_json(f) for f in a.files], a.name)
+    names = dict(x.split("=", 1) for x in a.rename)
+    doc = merge([rename(read_json(f), names) for f in a.files], a.name)
     session = {"elapsed_s": 0.0}
     write_all(doc, a.out_dir, session, Stopwatch())
     print(f"{len(doc['runs'])} runs -> {a.out_dir / (a.name + '.json')}")
