@@ -21,7 +21,6 @@ Needs only torch and transformers (runs on a GPU box without Ray/FAISS/MLflow).
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import re
 import time
@@ -287,8 +286,9 @@ def main(argv=None):
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = args.name or f"step_time_{torch.device(args.device).type}"
-    (out / f"{stem}.json").write_text(json.dumps(res, indent=2))
-    (out / f"{stem}.md").write_text(markdown(res))
+    from benchmarks.common import write_json, write_text   # no machine folders in results
+    write_json(out / f"{stem}.json", res)
+    write_text(out / f"{stem}.md", markdown(res))
     print(markdown(res))
 
 
