@@ -337,6 +337,11 @@ class Tracker:
                         STOPPED_TAG, str(exc.epoch))
             self._guard("closing the run", self.client.set_terminated, self.run_id, "FINISHED")
             return
+        # a sweep that stopped this trial closed its run already; what fails afterwards is the
+        # trial being torn down (its actors go first), not the trial
+        run = self._guard("reading the run", self.client.get_run, self.run_id)
+        if run is not None and STOPPED_TAG in run.data.tags:
+            return
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         first = _first_line(exc, 500)
         self._guard("tagging the error", self.client.set_tag, self.run_id, "hamr.error",
