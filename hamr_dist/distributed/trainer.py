@@ -389,6 +389,12 @@ class Instrumented:
     def state_dict(self):
         return self.store.state_dict()
 
+    def stats(self, tau, lam):
+        return self.store.stats(tau, lam)
+
+    def end_epoch(self, epoch=None):
+        self.store.end_epoch(epoch)
+
     def load_state_dict(self, d):
         self.store.load_state_dict(d)
 
@@ -594,7 +600,7 @@ def worker_main(config: dict) -> None:
     import torch
 
     from ..config import TrainConfig
-    from ..train.loop import Runtime, train
+    from ..train.loop import Runtime, hardness_options, train
     from ..train.setup import build
     from .actors import HardnessClient
     from .collectives import all_reduce_mean, barrier, broadcast_object
@@ -638,7 +644,8 @@ def worker_main(config: dict) -> None:
         gen = None
         if rank == 0:   # a new session: h and b from the checkpoint, or fresh
             gen = ray.get(hard.begin.remote(n, setup.cfg.gamma, world,
-                                            resume_raw["hardness"] if resume_raw else None))
+                                            resume_raw["hardness"] if resume_raw else None,
+                                            hardness_options(setup)))
             _say_how_it_starts(resume_raw, config.get("new_run", False),
                                ray.get(hard.info.remote())["sessions"])
         gen = broadcast_object(gen)
