@@ -59,7 +59,7 @@ def test_max_steps_with_two_ray_workers(ray_local, tmp_path):
     c = cfg_for(tmp_path, num_workers=2, max_steps=per_epoch + 3, num_train_epochs=5)
     m = train_distributed(c).metrics
     assert [h["global_step"] for h in m["history"]] == [per_epoch, per_epoch + 3]
-    assert [e["epoch"] for e in m["ray"]["epochs"]] == [0, 1]
+    assert [e["epoch"] for e in m["ray"]["epochs"]] == [1, 2]             # epochs count from 1
     assert m["ray"]["hardness_actor"]["updates"] == 2 * (per_epoch + 3)
     st = torch.load(Path(m["ray"]["checkpoint"]) / "state.pt", weights_only=False)
     assert st["epoch"] == 1 and st["scheduler"]["last_epoch"] == per_epoch + 3

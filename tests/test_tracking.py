@@ -188,9 +188,10 @@ def test_run_logged_to_server(mlflow_server, tmp_path):
     assert run.info.status == "FINISHED"
     assert c.get_experiment(run.info.experiment_id).name == "hamr-test"
     p = run.data.params
-    assert p["method"] == "hamr" and p["task"] == "cls" and float(p["tau"]) == 0.7
+    assert p["method"] == "hamr-cb" and p["task"] == "cls" and float(p["tau"]) == 0.7   # default
+    assert p["hardness_rule"] == "debiased-ema"                          # resolved for hamr-cb
     assert float(p["lam"]) == 0.7 and p["freeze_encoder"] == "True"   # the resolved config
-    assert run.data.tags["hamr.method"] == "hamr"
+    assert run.data.tags["hamr.method"] == "hamr-cb"
     for key in ("loss", "dev_macro_f1", "weight_mean", "weight_std", "boosted_share",
                 "sampling_entropy", "hardness_mean"):
         hist = c.get_metric_history(run_id, key)
@@ -205,7 +206,7 @@ def test_run_logged_to_server(mlflow_server, tmp_path):
     assert {"metrics.json", "config.yaml", "weight_curve.json", "hardness_hist.json"} <= top
     plots = {Path(a.path).name for a in c.list_artifacts(run_id, "plots")}
     assert {"weight_curve.png", "hardness_hist.png", "per_class_f1.png",
-            "confusion_test.png"} <= plots
+            "confusion_test.png", "draw_share.png"} <= plots
     hh = json.loads((out / "hardness_hist.json").read_text())
     assert len(hh["epochs"]) == 2 and sum(hh["epochs"][0]["counts"]) == 400
 
