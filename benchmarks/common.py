@@ -130,12 +130,14 @@ def portable(text: str) -> str:
     return text
 
 
-def write_json(path: Path, obj) -> None:
-    """Atomic: a crash mid-write leaves the previous file intact."""
+def write_json(path: Path, obj, indent: int | None = 1) -> None:
+    """Atomic: a crash mid-write leaves the previous file intact. ``indent=None``: compact
+    (large merged tables)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-    tmp.write_text(portable(json.dumps(obj, indent=1, default=str)))
+    seps = None if indent is not None else (",", ":")
+    tmp.write_text(portable(json.dumps(obj, indent=indent, separators=seps, default=str)))
     os.replace(tmp, path)
 
 

@@ -193,7 +193,7 @@ def run_one(args, name: str, path: str | None, method: str, seed: int, runs_dir:
         rec.update(status="ok", config=cfg.resolved(task).to_dict(), task=task,
                    best_epoch=m["best_epoch"], epochs_run=len(m["history"]),
                    dev=split_metrics(m["dev"]), test=split_metrics(m["test"]),
-                   history=m["history"], meta_set=m.get("meta_set"),
+                   history=slim_history(m["history"]), meta_set=m.get("meta_set"),
                    skipped_steps=m.get("skipped_steps"), truncated=m.get("truncated"),
                    train_wall_time_s=m.get("wall_time_s"))
     except Exception as e:   # noqa: BLE001 - one failed run must not stop the table
@@ -207,6 +207,21 @@ def run_one(args, name: str, path: str | None, method: str, seed: int, runs_dir:
         if not args.keep_runs:
             shutil.rmtree(out, ignore_errors=True)
     return rec
+
+
+def slim_history(history: list) -> list:
+    """What a result file keeps of a run's epochs: the numbers rounded to 4 digits, the draw
+    shares of the last epoch only (per-class dev F1 is in the run's dev record). The full
+    history stays in the run's own metrics.json; this keeps a 4x13x3 table under 1 MiB."""
+    out = []
+    for i, h in enumerate(history):
+        e = {k: round(v, 4) if isinstance(v, float) else v for k, v in h.items()
+             if k not in ("dev_per_class_f1", "draw_share")}
+        if i == len(history) - 1 and h.get("draw_share"):
+            e["draw_share"] = {c: {k: round(x, 4) for k, x in d.items()}
+                               for c, d in h["draw_share"].items()}
+        out.append(e)
+    return out
 
 
 def run_key(dataset: str, method: str, seed: int) -> str:
@@ -471,12 +486,13 @@ def timing(doc: dict) -> dict:
             "runs_planned": doc.get("runs_planned")}
 
 
-def write_all(doc: dict, out_dir: Path, session: dict, sw: Stopwatch, figure: bool = True) -> None:
+def write_all(doc: dict, out_dir: Path, session: dict, sw: Stopwatch, figure: bool = True,
+              indent: int | None = 1) -> None:
     session["elapsed_s"] = sw()
     doc["updated"] = now_iso()
     doc["timing"] = timing(doc)
     doc["summary"] = summarize(doc)
-    write_json(out_dir / f"{doc['name']}.json", doc)
+    write_json(out_dir / f"{doc['name']}.json", doc, indent=indent)
     try:
         write_text(out_dir / f"{doc['name']}.md", render_md(doc))
         if figure:

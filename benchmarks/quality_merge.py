@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from benchmarks.common import RESULTS, Stopwatch, read_json
-from benchmarks.quality import write_all
+from benchmarks.quality import slim_history, write_all
 
 SAME = ("epochs", "batch_size", "learning_rate", "max_train_samples", "max_eval_samples",
         "max_seq_length", "early_stopping_patience", "freeze_encoder")
@@ -38,8 +38,14 @@ def merge(docs: list[dict], name: str) -> dict:
         if d["tier"] != first["tier"] or diff:
             raise SystemExit(f"{d['name']}: another budget ({', '.join(diff) or 'tier'}); not merged")
     runs, datasets, methods, seeds, sessions, variants = {}, {}, [], set(), [], {}
+    meta_sets = {}      # the same for every method of a (dataset, seed): kept once
     for d in docs:
+        meta_sets.update(d.get("meta_sets") or {})
         for r in d["runs"]:
+            if r.get("history"):
+                r["history"] = slim_history(r["history"])
+            if r.get("meta_set") is not None:
+                meta_sets[f"{r['dataset']}|{r['seed']}"] = r.pop("meta_set")
             runs[r["key"]] = r
         for k, v in d["datasets"].items():
             datasets.setdefault(k, v)
@@ -50,6 +56,7 @@ def merge(docs: list[dict], name: str) -> dict:
     budget = {**first["budget"], "variants": variants}
     return {**first, "name": name, "budget": budget, "methods": methods, "seeds": sorted(seeds),
             "datasets": datasets, "runs": list(runs.values()), "sessions": sessions,
+            "meta_sets": meta_sets,
             "runs_planned": len(datasets) * len(methods) * len(seeds),
             "merged_from": [d["name"] for d in docs]}
 
@@ -65,7 +72,7 @@ def main(argv=None):
     names = dict(x.split("=", 1) for x in a.rename)
     doc = merge([rename(read_json(f), names) for f in a.files], a.name)
     session = {"elapsed_s": 0.0}
-    write_all(doc, a.out_dir, session, Stopwatch())
+    write_all(doc, a.out_dir, session, Stopwatch(), indent=None)   # compact: tables grow large
     print(f"{len(doc['runs'])} runs -> {a.out_dir / (a.name + '.json')}")
 
 
