@@ -17,7 +17,11 @@ Phases (each in a fresh process, so that its peak RSS is its own):
 - ``updates``: sustained hardness updates/s at N = 10^6 with many simulated senders (Ray
   actors, one per rank) for hardness shards x batched messages (``hardness_shards.py``);
 - ``mapped``: a worker opening a memory-mapped token split (``data/mapped.py``) of N random
-  records and gathering batches by index: its peak RSS, to compare with ``setup``.
+  records and gathering batches by index: its peak RSS, to compare with ``setup``;
+- ``prepare_ray``: ``hamr prepare`` of the corpus on a local Ray (Ray Data, tiny encoder as
+  tokenizer and embedder), peak RSS of every process of the run (driver, Ray's own, workers);
+- ``train_ray``: a 2-worker ``hamr train --data PREPARED --max-steps 200`` of the tiny encoder:
+  seconds from the start to the first step, peak RSS of every process.
 
     python -m benchmarks.scale                       # the committed table (about 30 minutes)
     python -m benchmarks.scale --phases draw --draw-sizes 10000 100000000
@@ -121,6 +125,50 @@ def phase_prepare(n: int, root: Path) -> dict:
     t3 = time.perf_counter()
     return {"read_s": t1 - t0, "tokenize_s": t2 - t1, "embed_s": t3 - t2, "wall_s": t3 - t0,
             "truncated": enc.truncated, "embedding_shape": list(emb.shape)}
+
+
+def phase_prepare_ray(n: int, root: Path) -> dict:
+    """``hamr prepare`` on a local Ray (every core): Ray Data reads the JSON lines in chunks,
+    validates, tokenizes and embeds (tiny encoder) on actor pools; this process writes."""
+    from hamr_dist.data.prepare import prepare
+    model, data_dir = tiny_encoder(root), corpus(root, n)
+    out = root / f"prepared-{n}"
+    t0 = time.perf_counter()
+    prepare(data_dir, out, model=model, embedder=model, max_seq_length=64, use_ray=True,
+            num_cpus=os.cpu_count())
+    m = json.loads((out / "manifest.json").read_text())
+    return {"wall_s": time.perf_counter() - t0, "timing_s": m["timing_s"],
+            "chunks": m["chunks"], "truncated": m["splits"]["train"]["truncated"],
+            "bytes_on_disk": sum(f.stat().st_size for f in out.rglob("*") if f.is_file())}
+
+
+def phase_train_ray(n: int, root: Path) -> dict:
+    """``hamr train --data PREPARED --model <tiny> --num-workers 2 --max-steps 200`` (full
+    fine-tuning, the default method): when the first step happens after the command starts."""
+    import dataclasses
+
+    from hamr_dist.config import TrainConfig
+    from hamr_dist.distributed.trainer import train_distributed
+    model, prepared = tiny_encoder(root), root / f"prepared-{n}"
+    if not (prepared / "manifest.json").is_file():
+        phase_prepare_ray(n, root)
+    out = root / f"train-out-{n}"
+    cfg = TrainConfig(data=str(prepared), model=model, embedder=model, max_seq_length=64,
+                      per_device_train_batch_size=32, max_steps=200, num_workers=2,
+                      output_dir=str(out), storage_path=str(root / f"ray-runs-{n}"),
+                      cache_dir=str(root / "cache"), progress=False, mlflow=False,
+                      learning_rate=1e-4, max_eval_samples=500)
+    cfg = dataclasses.replace(cfg, run_name=f"scale-{n}-{int(time.time())}")
+    t0 = time.time()
+    m = train_distributed(cfg).metrics
+    ray_info = m["ray"]
+    w = next(x for x in ray_info["workers"] if x.get("rank") == 0)
+    return {"wall_s": time.time() - t0,
+            "first_step_s": w["t_first_update"] - t0 if w.get("t_first_update") else None,
+            "worker_start_s": w["t_worker_start"] - t0,
+            "worker_setup_s": w["t_setup_done"] - w["t_worker_start"],
+            "train_s": w["t_train_done"] - w["t_setup_done"],
+            "test_macro_f1": m["test"]["macro_f1"]}
 
 
 class _FirstUpdate(InMemoryHardness):
@@ -278,7 +326,43 @@ def phase_mapped(n: int, root: Path) -> dict:
 
 
 PHASES = {"prepare": phase_prepare, "setup": phase_setup, "draw": phase_draw,
-          "boost": phase_boost, "updates": phase_updates, "mapped": phase_mapped}
+          "boost": phase_boost, "updates": phase_updates, "mapped": phase_mapped,
+          "prepare_ray": phase_prepare_ray, "train_ray": phase_train_ray}
+TREE_PHASES = ("prepare_ray", "train_ray")      # many processes: every one's RSS is watched
+
+
+def _tree_rss(root_pid: int) -> dict[int, tuple[str, float, float]]:
+    """pid -> (name, RSS MB, anonymous RSS MB) of ``root_pid`` and all its descendants."""
+    parent = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    tree, todo = set(), [root_pid]
+    while todo:
+        p = todo.pop()
+        tree.add(p)
+        todo += [c for c, pp in parent.items() if pp == p and c not in tree]
+    out = {}
+    for p in tree:
+        try:
+            st = {l.split(":")[0]: l.split()[1:] for l in open(f"/proc/{p}/status")}
+            name = open(f"/proc/{p}/cmdline").read().replace("\0", " ")[:80] or st["Name"][0]
+            out[p] = (name, int(st["VmRSS"][0]) / 1024, int(st["RssAnon"][0]) / 1024)
+        except (OSError, KeyError, IndexError):
+            pass
+    return out
+
+
+def _watch(proc, peaks: dict, stop) -> None:
+    while not stop.is_set():
+        for p, (name, rss, anon) in _tree_rss(proc.pid).items():
+            old = peaks.get(p, (name, 0.0, 0.0))
+            peaks[p] = (name if rss >= old[1] else old[0], max(old[1], rss), max(old[2], anon))
+        stop.wait(0.5)
 
 
 def child(phase: str, n: int, root: str) -> None:
@@ -292,14 +376,34 @@ def child(phase: str, n: int, root: str) -> None:
 
 
 def run_child(phase: str, n: int, root: Path, timeout: float) -> dict:
+    import threading
     t0 = time.time()
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.scale", "--child", phase, str(n),
+                             str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=Path(__file__).resolve().parents[1])
+    peaks, stop = {}, threading.Event()
+    watcher = threading.Thread(target=_watch, args=(proc, peaks, stop), daemon=True)
+    if phase in TREE_PHASES:
+        watcher.start()
     try:
-        p = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--child", phase, str(n),
-                            str(root)], capture_output=True, text=True, timeout=timeout,
-                           cwd=Path(__file__).resolve().parents[1])
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
         return {"phase": phase, "n": n, "error": f"timed out after {timeout:.0f}s"}
+    finally:
+        stop.set()
+    p = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     lines = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")]
+    if phase in TREE_PHASES and lines:
+        res = json.loads(lines[-1][len("RESULT "):])
+        top = sorted(peaks.values(), key=lambda v: -v[1])
+        res["processes"] = len(peaks)
+        res["max_process_rss_mb"] = round(top[0][1], 1) if top else None
+        res["max_process_rss_anon_mb"] = round(max(v[2] for v in top), 1) if top else None
+        res["top_processes"] = [{"cmd": c, "rss_mb": round(r), "anon_mb": round(a)}
+                                for c, r, a in top[:6]]
+        return res
     if p.returncode != 0 or not lines:
         tail = (p.stderr.strip().splitlines() or ["?"])[-1]
         return {"phase": phase, "n": n, "error": f"exit {p.returncode}: {tail}",
@@ -338,9 +442,13 @@ def report(res: dict) -> str:
                             ("setup", "first_step_s", "peak_rss_mb"),
                             ("draw", "draw_s", "peak_rss_mb"),
                             ("boost", "wall_s", "peak_rss_mb"),
-                            ("mapped", "batch_ms", "reader_peak_rss_mb")):
+                            ("mapped", "batch_ms", "reader_peak_rss_mb"),
+                            ("prepare_ray", "wall_s", "max_process_rss_mb"),
+                            ("train_ray", "first_step_s", "max_process_rss_mb")):
         rows = sorted(by.get(phase, []), key=lambda r: r["n"])
-        name = "first step" if key == "first_step_s" else phase
+        name = {"first_step_s": "first step", "prepare_ray": "hamr prepare (Ray Data)",
+                "train_ray": "2-worker train: first step"}.get(
+            key if phase == "setup" else phase, phase)
         for r in rows:
             extra = ""
             if "error" in r:
@@ -356,6 +464,19 @@ def report(res: dict) -> str:
                             if "choice_draw_s" in r else ""))
             elif phase == "boost":
                 extra = f"{r['index']} index {f(r['index_s'])} s, boost {f(r['boost_s'])} s"
+            elif phase in TREE_PHASES and "top_processes" in r:
+                top = "; ".join(f"{x['cmd'].split()[0].rsplit('/', 1)[-1]} {x['rss_mb']} MB"
+                                for x in r["top_processes"][:3])
+                extra = (f"{r['processes']} processes, largest RSS {top}; largest private "
+                         f"(anon) RSS {f(r['max_process_rss_anon_mb'], 0)} MB")
+                if phase == "prepare_ray":
+                    extra += (f"; vocabulary pass {r['timing_s']['vocabulary']} s, encode + "
+                              f"embed + write {r['timing_s']['encode']} s, {r['chunks']} chunks"
+                              f", {r['bytes_on_disk'] / 2**20:.0f} MiB on disk")
+                else:
+                    extra += (f"; wall {f(r['wall_s'])} s (workers started at "
+                              f"{f(r['worker_start_s'])} s, setup {f(r['worker_setup_s'])} s, "
+                              f"200 steps + eval {f(r['train_s'])} s)")
             elif phase == "mapped":
                 extra = (f"open {1e3 * r['open_s']:.1f} ms, then one batch of 32 per "
                          f"{f(r['batch_ms'])} ms (the wall column, in ms); "
@@ -365,7 +486,7 @@ def report(res: dict) -> str:
                          "shared by the workers of a node)")
             lines.append([name, f"{r['n']:,}", f(r.get(key)), f(r.get(mem), 0), extra])
         s_t, s_m = slope(rows, key), slope(rows, mem)
-        if s_t is not None and phase != "mapped":       # a batch's cost does not grow with N
+        if s_t is not None and phase not in ("mapped", "train_ray"):       # a batch's cost does not grow with N
             lines.append([name, "per sample", f"{1e6 * s_t:.1f} µs", f"{1e3 * s_m:.2f} KB"
                           if s_m is not None else "-", "slope between the two largest sizes"])
     parts += [md_table(["phase", "N", "wall (s)", "peak RSS (MB)", "detail"], lines), ""]
@@ -395,6 +516,8 @@ def main(argv=None) -> int:
     p.add_argument("--boost-sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     p.add_argument("--updates-n", type=int, default=1_000_000)
     p.add_argument("--mapped-sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    p.add_argument("--ray-sizes", type=int, nargs="+", default=[100_000, 1_000_000],
+                   help="corpus sizes for hamr prepare (Ray Data) and the 2-worker train")
     p.add_argument("--workdir", default=None, help="corpora, encoder, caches (default: a temp dir)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per phase run")
     p.add_argument("--out", default=str(RESULTS / "scale"), help="results path without suffix")
@@ -419,7 +542,8 @@ def main(argv=None) -> int:
     for ph in args.phases:
         sizes = {"prepare": args.sizes, "setup": args.sizes, "draw": args.draw_sizes,
                  "boost": args.boost_sizes, "updates": [args.updates_n],
-                 "mapped": args.mapped_sizes}[ph]
+                 "mapped": args.mapped_sizes, "prepare_ray": args.ray_sizes,
+                 "train_ray": args.ray_sizes}[ph]
         plan += [(ph, n) for n in sizes]
     for ph, n in plan:
         load = [round(x, 2) for x in os.getloadavg()]

@@ -1,4 +1,4 @@
-"""The ``hamr`` command: train, predict, embed.
+"""The ``hamr`` command: train, prepare, predict, embed, cache, tune.
 
 Flags of ``hamr train`` are generated from ``TrainConfig`` (one source of truth with YAML files);
 precedence is defaults < ``--config file.yaml`` < flags on the command line.
@@ -164,6 +164,32 @@ def cmd_embed(args) -> int:
     return 0
 
 
+def cmd_prepare(args) -> int:
+    """Read, validate, tokenize and embed a dataset once into a folder every worker maps."""
+    import time
+    from .data.prepare import prepare
+    from .data.prepared import Prepared
+    out = Path(args.output_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite_output_dir:
+        raise ConfigError(f"--output-dir {out} exists and is not empty; pass "
+                          "--overwrite-output-dir to replace it")
+    t0 = time.perf_counter()
+    prepare(args.data, out, task=args.task, model=args.model,
+            max_seq_length=args.max_seq_length, embedder=args.embedder,
+            embed=args.embeddings, meta_set=args.meta_set, seed=args.seed,
+            use_ray=args.ray, address=args.address, num_cpus=args.num_cpus,
+            chunk_bytes=args.chunk_mb << 20)
+    p = Prepared(out)
+    counts = ", ".join(f"{s} {p.n(s)}" for s in ("train", "dev", "test"))
+    cut = p.manifest["splits"]["train"]["truncated"]
+    print(f"prepared {p.task} data ({counts}; {len(p.label_names)} labels; {cut} training "
+          f"samples truncated at {args.max_seq_length}) in {time.perf_counter() - t0:.0f} s "
+          f"-> {out.resolve()}")
+    print(f"train with: hamr train --data {out} --max-seq-length {args.max_seq_length}"
+          + (f" --model {args.model}" if args.model else ""))
+    return 0
+
+
 def _size(path: Path) -> tuple[int, int]:
     files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else []
     return sum(f.stat().st_size for f in files), len(files)
@@ -231,6 +257,40 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--output", default="embeddings.npy", help="where to write the .npy (default: embeddings.npy)")
     e.add_argument("--cache-dir", help="embedding cache (default $HAMR_CACHE or ~/.cache/hamr_dist)")
     e.set_defaults(func=cmd_embed)
+
+    pp = sub.add_parser(
+        "prepare", help="read, validate, tokenize and embed a dataset once (Ray Data)",
+        description="Prepare a dataset once for training on any number of workers: a Ray Data "
+        "pipeline reads it in chunks (JSON, JSON lines, CSV, parquet, HF datasets; local or any "
+        "pyarrow file system URI such as s3://bucket/corpus), validates every record, tokenizes "
+        "in batches, embeds the training texts on an actor pool (one GPU per actor when the "
+        "cluster has GPUs) and writes memory-mappable token shards, labels, embeddings, the "
+        "label vocabulary, the balanced meta set and a manifest. Then: hamr train --data "
+        "OUTPUT_DIR.")
+    pp.add_argument("--data", required=True, help="dataset folder, URI, saved HF dataset or hub name")
+    pp.add_argument("--output-dir", required=True, help="the prepared folder to write")
+    pp.add_argument("--overwrite-output-dir", action="store_true",
+                    help="replace --output-dir when it exists and is not empty")
+    pp.add_argument("--task", choices=["cls", "ner"], help="detected from the fields when omitted")
+    pp.add_argument("--model", help="the encoder whose tokenizer to use (default: bundled "
+                    "all-MiniLM-L6-v2); training must use the same")
+    pp.add_argument("--max-seq-length", type=int, default=128,
+                    help="max sub-tokens per text; longer ones are truncated and counted (default: 128)")
+    pp.add_argument("--embedder", help="sentence embedder for the kNN boost (default: bundled "
+                    "all-MiniLM-L6-v2)")
+    pp.add_argument("--embeddings", action=argparse.BooleanOptionalAction, default=True,
+                    help="compute the training texts' sentence embeddings (default: yes)")
+    pp.add_argument("--meta-set", choices=["copy", "move"], default="copy",
+                    help="balanced meta set written beside the data (training computes others "
+                         "from the labels; default: copy)")
+    pp.add_argument("--seed", type=int, default=0, help="seed of that meta set (default: 0)")
+    pp.add_argument("--address", help="Ray cluster to run on (else $RAY_ADDRESS, else a local Ray)")
+    pp.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (default: all)")
+    pp.add_argument("--ray", action=argparse.BooleanOptionalAction, default=True,
+                    help="run on Ray Data (default); --no-ray runs the same steps in this process")
+    pp.add_argument("--chunk-mb", type=int, default=4,
+                    help="MB of JSON lines / CSV per chunk (one Ray task each; default: 4)")
+    pp.set_defaults(func=cmd_prepare)
 
     c = sub.add_parser("cache", help="show the size of the feature/embedding cache, or clear it",
                        description="The cache keeps encoder features (--freeze-encoder) and "

@@ -117,10 +117,11 @@ def _objects(path: Path, split: str, records: list, lines: list[int]) -> RawSpli
     return RawSplit(split, str(path), records, lines)
 
 
-def _read_json_lines(path: Path, text: str, split: str) -> RawSplit:
+def _read_json_lines(path: Path, text: str, split: str, first_line: int = 1) -> RawSplit:
+    """``first_line``: the file line ``text`` starts on (a chunk of a larger file)."""
     records, lines = [], []
     # split on "\n" only: str.splitlines would also break at U+2028 etc. inside JSON strings
-    for n, line in enumerate(text.split("\n"), 1):
+    for n, line in enumerate(text.split("\n"), first_line):
         if line.strip():
             try:
                 records.append(json.loads(line))
@@ -178,13 +179,14 @@ def _csv_cell(path: Path, line: int, key: str, value: str):
     return value
 
 
-def _read_csv(path: Path, text: str, split: str) -> RawSplit:
+def _read_csv(path: Path, text: str, split: str, line_offset: int = 0) -> RawSplit:
+    """``line_offset``: added to line numbers (a chunk of a larger file, its header prepended)."""
     reader = csv.DictReader(io.StringIO(text, newline=""))
     records, lines = [], []
     try:
         header = reader.fieldnames or []
         for row in reader:
-            n = reader.line_num
+            n = reader.line_num + line_offset
             if None in row:
                 raise DataError(f"row has {len(header) + len(row[None])} cells, the header "
                                 f"{len(header)}", file=path, line=n,
@@ -192,7 +194,8 @@ def _read_csv(path: Path, text: str, split: str) -> RawSplit:
             records.append({k: _csv_cell(path, n, k, v) for k, v in row.items() if v is not None})
             lines.append(n)
     except csv.Error as e:
-        raise DataError(f"invalid CSV: {_one_line(e)}", file=path, line=reader.line_num,
+        raise DataError(f"invalid CSV: {_one_line(e)}", file=path,
+                        line=reader.line_num + line_offset,
                         hint="check the quoting") from None
     return RawSplit(split, str(path), records, lines)
 

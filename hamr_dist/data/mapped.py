@@ -133,8 +133,35 @@ class MappedTokens:
         else:
             self.labels = np.load(self.dir / "labels.npy", mmap_mode="r")
 
+        self.rows = None                  # a view of some records (``subset``), else all
+
     def __len__(self) -> int:
-        return self.n
+        return self.n if self.rows is None else len(self.rows)
+
+    def subset(self, rows) -> "MappedTokens":
+        """A view of the records ``rows`` (index j of the view is record ``rows[j]``)."""
+        import copy
+        view = copy.copy(self)
+        rows = np.asarray(rows, dtype=np.int64)
+        view.rows = rows if self.rows is None else self.rows[rows]
+        return view
+
+    def records(self) -> np.ndarray:
+        """The record index of each sample of this view."""
+        return np.arange(self.n) if self.rows is None else self.rows
+
+    def lengths(self) -> np.ndarray:
+        r = self.records()
+        return np.asarray(self.offsets[r + 1] - self.offsets[r])
+
+    def row_ids(self, j: int) -> np.ndarray:
+        i = int(self.records()[j]) if self.rows is not None else int(j)
+        return np.asarray(self.ids[self.offsets[i]:self.offsets[i + 1]])
+
+    def row_labels(self, j: int) -> np.ndarray:
+        """NER: the labels of sample j's positions (IGNORE where no word starts)."""
+        i = int(self.records()[j]) if self.rows is not None else int(j)
+        return np.asarray(self.labels[self.offsets[i]:self.offsets[i + 1]])
 
     @staticmethod
     def _padded(flat, starts, valid, fill) -> np.ndarray:
@@ -145,8 +172,10 @@ class MappedTokens:
 
     def __call__(self, idx) -> dict:
         idx = np.asarray(idx, dtype=np.int64).ravel()
-        if idx.size and (idx.min() < 0 or idx.max() >= self.n):
-            raise IndexError(f"index out of range [0, {self.n})")
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"index out of range [0, {len(self)})")
+        if self.rows is not None:
+            idx = self.rows[idx]
         starts = self.offsets[idx]
         lengths = self.offsets[idx + 1] - starts
         width = int(lengths.max()) if idx.size else 0

@@ -53,11 +53,12 @@ class RawSplit:
     records: list
     lines: list[int] | None = None         # line of each record; None -> report record index
     class_names: dict = field(default_factory=dict)  # field -> ClassLabel names, if declared
+    first_record: int = 0                  # a chunk of a larger split: index of its first record
 
     def at(self, i: int) -> dict:
         if self.lines is not None:
             return {"file": self.file, "line": self.lines[i]}
-        return {"file": self.file, "record": i}
+        return {"file": self.file, "record": self.first_record + i}
 
 
 def check_task(task) -> None:

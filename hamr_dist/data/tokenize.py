@@ -21,35 +21,54 @@ class Encoded:
     dropped_words: int      # ner: words that lost their label (truncated or no sub-token)
 
 
-def encode_records(records: list[dict], tokenizer, task: str, max_len: int) -> Encoded:
-    if task == "cls":
-        texts = [r["text"] for r in records]
-        enc = tokenizer(texts, truncation=True, max_length=max_len)
-        full = tokenizer(texts, truncation=False)["input_ids"]
-        truncated = sum(len(x) > max_len for x in full)
-        cols = {"input_ids": enc["input_ids"], "labels": [r["label"] for r in records]}
-        return Encoded(datasets.Dataset.from_dict(cols), truncated, 0)
+def tokenize_cls(texts: list[str], tokenizer, max_len: int) -> tuple[list, list[bool]]:
+    """Token ids of each text cut at ``max_len``, and which texts were cut. Texts are
+    tokenized once; only the (rare) long ones again with truncation, which gives exactly what
+    one truncating call over all of them gives."""
+    ids = tokenizer(texts, truncation=False)["input_ids"]
+    cut = [len(x) > max_len for x in ids]
+    long = [i for i, c in enumerate(cut) if c]
+    if long:
+        short = tokenizer([texts[i] for i in long], truncation=True, max_length=max_len)
+        for i, x in zip(long, short["input_ids"]):
+            ids[i] = x
+    return ids, cut
 
-    enc = tokenizer([r["tokens"] for r in records], is_split_into_words=True,
-                    truncation=True, max_length=max_len)
-    labels, words = [], []
-    truncated = dropped = 0
-    for i, r in enumerate(records):
+
+def tokenize_ner(tokens: list[list[str]], tags: list[list[int]], tokenizer, max_len: int) -> dict:
+    """Token ids, labels per position (the word's tag on its first sub-token, IGNORE
+    elsewhere), the word of each labelled position, and per sentence whether it was cut and how
+    many words lost their label."""
+    enc = tokenizer(tokens, is_split_into_words=True, truncation=True, max_length=max_len)
+    labels, words, cut, lost = [], [], [], []
+    for i, (toks, tg) in enumerate(zip(tokens, tags)):
         lab, wds, prev = [], [], None
         for w in enc.word_ids(i):
             if w is not None and w != prev:
-                lab.append(r["tags"][w]); wds.append(w)
+                lab.append(tg[w]); wds.append(w)
             else:
                 lab.append(IGNORE)
             prev = w
         labels.append(lab)
         words.append(wds)
-        lost = len(r["tokens"]) - len(wds)
-        dropped += lost
-        truncated += bool(wds) and wds[-1] < len(r["tokens"]) - 1
-    cols = {"input_ids": enc["input_ids"], "labels": labels, "words": words,
+        lost.append(len(toks) - len(wds))
+        cut.append(bool(wds) and wds[-1] < len(toks) - 1)
+    return {"input_ids": enc["input_ids"], "labels": labels, "words": words, "cut": cut,
+            "lost": lost}
+
+
+def encode_records(records: list[dict], tokenizer, task: str, max_len: int) -> Encoded:
+    if task == "cls":
+        texts = [r["text"] for r in records]
+        ids, cut = tokenize_cls(texts, tokenizer, max_len)
+        cols = {"input_ids": ids, "labels": [r["label"] for r in records]}
+        return Encoded(datasets.Dataset.from_dict(cols), sum(cut), 0)
+
+    t = tokenize_ner([r["tokens"] for r in records], [r["tags"] for r in records], tokenizer,
+                     max_len)
+    cols = {"input_ids": t["input_ids"], "labels": t["labels"], "words": t["words"],
             "n_words": [len(r["tokens"]) for r in records]}
-    return Encoded(datasets.Dataset.from_dict(cols), truncated, dropped)
+    return Encoded(datasets.Dataset.from_dict(cols), sum(t["cut"]), sum(t["lost"]))
 
 
 def to_device(batch: dict, device) -> dict:

@@ -337,9 +337,17 @@ class NeighbourService:
             from ..embeddings import cached_embeddings
             from ..sampling.neighbors import build_index
             t0 = time.perf_counter()
-            texts, c = training_texts(TrainConfig(**self.cfg_dict))
-            self._emb = cached_embeddings(texts, model=c.embedder, cache_dir=c.cache_dir,
-                                          device="cuda" if self.use_gpu else "cpu")
+            cfg = TrainConfig(**self.cfg_dict)
+            from ..data.prepare import is_prepared
+            if is_prepared(cfg.data):        # the prepared embeddings, memory-mapped
+                from ..data.prepared import Prepared
+                from ..train.prepared_setup import prepared_embeddings, training_rows
+                c = cfg.resolved(Prepared(cfg.data).task)
+                self._emb = prepared_embeddings(cfg, training_rows(cfg))
+            else:
+                texts, c = training_texts(cfg)
+                self._emb = cached_embeddings(texts, model=c.embedder, cache_dir=c.cache_dir,
+                                              device="cuda" if self.use_gpu else "cpu")
             self._index = build_index(self._emb, num_shards=c.num_index_shards,
                                       use_gpu=self.use_gpu, kind=c.knn_index, nlist=c.knn_nlist,
                                       nprobe=c.knn_nprobe)

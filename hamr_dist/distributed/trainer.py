@@ -229,6 +229,8 @@ def train_distributed(cfg, *, placement_strategy: str = "PACK", actor_options: d
     cfg = absolute_paths(cfg)
     method = get_method(cfg.method)
     started = ensure_ray(cfg.address, num_cpus=max(os.cpu_count() or 1, cfg.num_workers + 2))
+    from ..train.prepared_setup import prepared_config
+    cfg = prepared_config(cfg, use_ray=True)   # raw data: prepared once (Ray Data); workers map it
     name = cfg.run_name or time.strftime("hamr-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
     storage = _storage_path(cfg)
     new_run = _check_run_meta(storage, name, cfg)
@@ -372,6 +374,7 @@ class Instrumented:
         self.draws: dict[int, str] = {}
         self.record = record
         self.log: list[tuple[int, int, np.ndarray, np.ndarray]] = []
+        self.first_update: float | None = None   # wall clock of the run's first step
 
     # HardnessStore, delegated
     def hardness(self):
@@ -408,6 +411,8 @@ class Instrumented:
     def update(self, indices, w_post):
         self.store.update(indices, w_post)
         self.times.append(time.perf_counter())
+        if self.first_update is None:
+            self.first_update = time.time()
         if self.record:
             self.log.append((self.epoch, self.step, np.array(indices, dtype=np.int64),
                              np.array(w_post, dtype=np.float32)))
@@ -678,6 +683,7 @@ def worker_main(config: dict) -> None:
         _write_update_log(Path(config["run_dir"]), rank, store.log)
     barrier()
     info["t_train_done"] = time.time()
+    info["t_first_update"] = store.first_update
     reporter.final(res.metrics, res.output_dir, config["driver_host"], info)
 
 

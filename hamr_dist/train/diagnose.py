@@ -12,7 +12,8 @@ import torch
 from ..data.tokenize import to_device
 from ..losses import per_sample, token_ce
 from ..sampling.diagnostics import draw_stats, probe_indices, spearman, weight_stats
-from ..sampling.groups import class_prior, sample_groups
+from ..sampling.groups import class_prior
+from .setup import train_groups
 
 
 def hardness_options(s) -> dict:
@@ -20,7 +21,7 @@ def hardness_options(s) -> dict:
     c = s.cfg
     opts = {"rule": c.hardness_rule or "ema", "epoch_gamma": c.hardness_epoch_gamma}
     if s.method.class_prior:
-        groups = sample_groups(s.train.records, s.data.task, s.data.label_names)
+        groups = train_groups(s)
         opts["prior"] = class_prior(groups, c.class_prior_power).astype(np.float32)
     return opts
 
@@ -46,7 +47,7 @@ def probe_losses(model, batches, idx: np.ndarray, batch_size: int) -> np.ndarray
 class EpochDiagnostics:
     def __init__(self, s):
         self.s = s
-        self.groups = sample_groups(s.train.records, s.data.task, s.data.label_names)
+        self.groups = train_groups(s)
         self.probe = probe_indices(len(s.train.batches), s.cfg.probe_size, s.cfg.seed)
 
     def __call__(self, model, store, draw, h, weights, tau: float, lam: float) -> tuple[dict, dict]:

@@ -19,12 +19,26 @@ def cache_root(cache_dir: str | None) -> Path:
     return Path(cache_dir or os.environ.get("HAMR_CACHE") or Path.home() / ".cache" / "hamr_dist")
 
 
+def token_lengths(batches) -> np.ndarray:
+    """Tokens per sample of TokenBatches or a memory-mapped split (MappedTokens)."""
+    if hasattr(batches, "lengths"):
+        return batches.lengths()
+    return np.asarray([len(x) for x in batches.ds["input_ids"]])
+
+
+def id_rows(batches):
+    """Each sample's token ids, one at a time (the cache key covers them all)."""
+    if hasattr(batches, "row_ids"):
+        return (batches.row_ids(j) for j in range(len(batches)))
+    return iter(batches.ds["input_ids"])
+
+
 @torch.inference_mode()
 def compute_features(model, batches: TokenBatches, batch_size: int = 64, progress=None):
     """CLS: [N, H] float32. NER: (flat [sum labelled, H], offsets [N+1]) per labelled position."""
     n = len(batches)
     device = next(model.parameters()).device
-    lengths = [len(x) for x in batches.ds["input_ids"]]
+    lengths = token_lengths(batches)
     order = np.argsort(lengths, kind="stable")   # similar lengths together: less padding
     out = [None] * n
     for s in range(0, n, batch_size):
@@ -49,7 +63,7 @@ def cached_features(model, batches: TokenBatches, model_name: str, pooling: str,
                     cache_dir: str | None):
     key = hashlib.sha256()
     key.update(json.dumps([model_fingerprint(model_name), pooling, batches.task]).encode())
-    for ids in batches.ds["input_ids"]:
+    for ids in id_rows(batches):
         key.update(np.asarray(ids, dtype=np.int32).tobytes() + b"|")
     path = cache_root(cache_dir) / "features" / f"{key.hexdigest()[:32]}.npz"
     if path.exists():

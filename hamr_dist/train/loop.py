@@ -72,12 +72,11 @@ class Result:
 
 def local_boost(s: Setup) -> Callable[[np.ndarray], np.ndarray]:
     """Neighbour boost computed in this process (the Ray path uses the neighbour actor)."""
-    from ..embeddings import cached_embeddings
     from ..progress import phase
     from ..sampling.neighbors import build_index, neighbour_boost
+    from .setup import train_embeddings
     c = s.cfg
-    emb = cached_embeddings(embedding_texts(s.train.records, s.data.task), model=c.embedder,
-                            cache_dir=c.cache_dir)
+    emb = train_embeddings(s)
     with phase(f"building the neighbour index over {len(emb)} embeddings ({c.knn_index})",
                announce=len(emb) >= 20000):
         index = build_index(emb, num_shards=c.num_index_shards, kind=c.knn_index,
@@ -388,7 +387,8 @@ def acting_summary(rec: dict) -> str:
 
 
 def train_labels(s: Setup) -> np.ndarray:
-    return np.asarray([r["label"] for r in s.train.records], dtype=np.int64)
+    from .setup import train_labels as labels
+    return labels(s)
 
 
 @torch.no_grad()

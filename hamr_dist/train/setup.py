@@ -24,9 +24,12 @@ log = logging.getLogger("hamr_dist")
 
 @dataclass
 class Split:
-    records: list
-    encoded: Encoded
-    batches: object          # TokenBatches or FeatureBatches: idx -> batch dict
+    records: list | None     # None for a prepared training split: numbers only (below)
+    encoded: Encoded         # .ds None for a prepared training split
+    batches: object          # TokenBatches, MappedTokens or FeatureBatches: idx -> batch dict
+    labels: np.ndarray | None = None    # prepared training split: CLS class id per sample
+    units: np.ndarray | None = None     # prepared training split: [n, C] class / mention counts
+    rows: np.ndarray | None = None      # prepared training split: its records in the folder
 
 
 @dataclass
@@ -81,6 +84,10 @@ def pick_device(device=None) -> torch.device:
 
 
 def build(cfg: TrainConfig, data=None, device=None) -> Setup:
+    if data is None and cfg.data:
+        # one data path: raw data is prepared once into the cache, then memory-mapped
+        from .prepared_setup import build_prepared, prepared_config
+        return build_prepared(prepared_config(cfg), device)
     data = data if data is not None else load_corpus(cfg)
     cfg = cfg.resolved(data.task)
     method = get_method(cfg.method)
@@ -135,3 +142,36 @@ def build(cfg: TrainConfig, data=None, device=None) -> Setup:
         weights = weights.to(pick_device(device))
     return Setup(cfg, method, data, model, tok, splits["train"], splits["meta"], splits["dev"],
                  splits["test"], meta_info, scope_names, weights)
+
+
+def train_groups(s: Setup):
+    """The training samples' classes (NER: entity types), for diagnostics and hamr-cb."""
+    from ..sampling.groups import SampleGroups, sample_groups
+    if s.train.records is not None:
+        return sample_groups(s.train.records, s.data.task, s.data.label_names)
+    names = list(s.data.label_names if s.data.task == "cls" else s.data.entity_types)
+    member = s.train.units > 0
+    if s.data.task == "cls":
+        return SampleGroups(names, member, np.asarray(s.train.labels, np.int64))
+    # as sample_groups: the rarest type a sentence contains (B- and I- tags agree after repair)
+    counts = member.sum(0)
+    rank = np.where(member, counts[None, :], np.iinfo(np.int64).max)
+    return SampleGroups(names, member, np.where(member.any(1), rank.argmin(1), -1))
+
+
+def train_labels(s: Setup) -> np.ndarray:
+    if s.train.records is None:
+        return np.asarray(s.train.labels, dtype=np.int64)
+    return np.asarray([r["label"] for r in s.train.records], dtype=np.int64)
+
+
+def train_embeddings(s: Setup) -> np.ndarray:
+    """The sentence embeddings of the training samples (float32), from the prepared folder
+    when it holds them for this embedder, else computed (cached on disk by content)."""
+    from ..embeddings import cached_embeddings
+    c = s.cfg
+    if s.train.records is not None:
+        return cached_embeddings(embedding_texts(s.train.records, s.data.task),
+                                 model=c.embedder, cache_dir=c.cache_dir)
+    from .prepared_setup import prepared_embeddings
+    return prepared_embeddings(c, s.train.rows)
