@@ -460,7 +460,11 @@ class _RayRun:
         from hamr_dist.distributed.trainer import ensure_ray
         import ray
         self.started = ensure_ray(address, num_cpus=num_cpus or os.cpu_count())
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        import ray.data  # noqa: F401 - configures Ray Data's loggers, quieted below
+        if os.environ.get("HAMR_LOG", "INFO").upper() != "DEBUG":
+            for h in logging.getLogger("ray.data").handlers:   # console only; its file log
+                if not isinstance(h, logging.FileHandler):     # keeps everything
+                    h.setLevel(logging.WARNING)
         self.cpus = int(ray.cluster_resources().get("CPU", 1))
         self.gpus = int(ray.cluster_resources().get("GPU", 0))
 
@@ -540,24 +544,39 @@ def _unjson(s: dict) -> dict:
 # --------------------------------------------------------------------------------------------
 # the cache: hamr train --data RAW prepares once, keyed by content and options
 # --------------------------------------------------------------------------------------------
-def content_key(source: str, task: str | None, model: str | None, max_seq_length: int) -> str:
-    """sha256 over the source's bytes (local files; remote ones by path, size and mtime) and
-    the options that change the prepared data."""
+RAY_MIN_BYTES = 64 << 20        # smaller sources are prepared in-process when training
+
+
+def _files(source: str):
+    """(file system, root, [FileInfo of every file under it]) of a local folder or URI."""
     from pyarrow import fs as pafs
 
     from hamr_dist.data.chunks import _fs
+    filesystem, root = _fs(source)
+    infos = sorted(filesystem.get_file_info(pafs.FileSelector(root, recursive=True)),
+                   key=lambda i: i.path)
+    return filesystem, root, [i for i in infos if i.type == pafs.FileType.File
+                              and not Path(i.path).name.startswith(".")]
+
+
+def source_bytes(source: str) -> int:
+    """Bytes of the source's files (0 for a hub name)."""
+    if "://" not in source and not Path(source).exists():
+        return 0
+    return sum(i.size for i in _files(source)[2])
+
+
+def content_key(source: str, task: str | None, model: str | None, max_seq_length: int) -> str:
+    """sha256 over the source's bytes (local files; remote ones by path, size and mtime) and
+    the options that change the prepared data."""
     h = hashlib.sha256(json.dumps([FORMAT, task, model_info(model)["fingerprint"],
                                    int(max_seq_length)]).encode())
     p = Path(source)
     if "://" not in source and not p.exists():
         h.update(b"hub:" + source.encode())            # a hub name: by name
         return h.hexdigest()[:32]
-    filesystem, root = _fs(source)
-    infos = sorted(filesystem.get_file_info(pafs.FileSelector(root, recursive=True)),
-                   key=lambda i: i.path)
+    _, root, infos = _files(source)
     for info in infos:
-        if info.type != pafs.FileType.File or Path(info.path).name.startswith("."):
-            continue
         h.update(os.path.relpath(info.path, root).encode() + b"\0")
         if "://" in source:
             h.update(f"{info.size}:{info.mtime_ns}".encode())

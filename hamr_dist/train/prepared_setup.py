@@ -81,13 +81,16 @@ def check_options(cfg: TrainConfig, p: Prepared) -> None:
 
 def prepared_config(cfg: TrainConfig, use_ray: bool = False) -> TrainConfig:
     """``cfg`` with a raw ``--data`` replaced by its prepared folder in the cache (prepared on
-    first use, keyed by content, task, tokenizer and max_seq_length); unchanged when ``data``
-    is already prepared or absent (the built-in synthetic corpus)."""
+    first use, keyed by content, task, tokenizer and max_seq_length; with Ray Data when
+    ``use_ray`` and the source has at least ``RAY_MIN_BYTES``, else in this process); unchanged
+    when ``data`` is already prepared or absent (the built-in synthetic corpus)."""
     import dataclasses
 
-    from ..data.prepare import cached_prepare, is_prepared
+    from ..data.prepare import RAY_MIN_BYTES, cached_prepare, is_prepared, source_bytes
     if not cfg.data or is_prepared(cfg.data):
         return cfg
+    # Ray Data's start-up (actor pools) costs more than it saves on small data
+    use_ray = use_ray and source_bytes(cfg.data) >= RAY_MIN_BYTES
     path = cached_prepare(cfg.data, cfg.cache_dir, task=cfg.task, model=cfg.model,
                           max_seq_length=cfg.max_seq_length, use_ray=use_ray,
                           address=cfg.address)
