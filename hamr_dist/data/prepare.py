@@ -354,9 +354,10 @@ def prepare(source: str, out: str | Path, *, task: str | None = None, model: str
             max_seq_length: int = 128, embedder: str | None = None, embed: bool = True,
             meta_set: str = "copy", seed: int = 0, use_ray: bool = False,
             address: str | None = None, num_cpus: int | None = None,
-            chunk_bytes: int = 4 << 20, progress=None) -> Path:
-    """Prepare ``source`` into the folder ``out`` (written to ``out.tmp-<pid>`` and renamed,
-    so a folder with a manifest is always complete). Returns ``out``."""
+            chunk_bytes: int = 4 << 20, replace: bool = True, progress=None) -> Path:
+    """Prepare ``source`` into the folder ``out`` (written to ``.out.tmp-<pid>`` and renamed,
+    so a folder with a manifest is always complete; ``replace=False`` keeps an ``out`` that
+    another process wrote meanwhile). Returns ``out``."""
     from transformers import AutoTokenizer
 
     from hamr_dist.hub import check_model_source
@@ -418,9 +419,14 @@ def prepare(source: str, out: str | Path, *, task: str | None = None, model: str
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     from hamr_dist.data.prepared import Prepared
     Prepared(tmp).meta_set(meta_set, seed)          # written beside the data, for inspection
-    if out.exists():
+    if out.exists() and replace:
         shutil.rmtree(out)
-    tmp.replace(out)
+    try:
+        tmp.replace(out)
+    except OSError:                 # another process finished the same folder first: keep it
+        if not is_prepared(out):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -600,5 +606,6 @@ def cached_prepare(source: str, cache_dir: str | None, *, task=None, model=None,
     out.parent.mkdir(parents=True, exist_ok=True)
     with phase(f"preparing {source} (tokenized once, cached in {out})"):
         prepare(str(source), out, task=task, model=model, max_seq_length=max_seq_length,
-                use_ray=use_ray, address=address, embed=embed, embedder=embedder)
+                use_ray=use_ray, address=address, embed=embed, embedder=embedder,
+                replace=False)
     return out

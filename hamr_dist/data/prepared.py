@@ -7,6 +7,7 @@ set, class weights, sample groups) is computed from O(N) numeric arrays, never f
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +117,7 @@ class Prepared:
                                     self.unit_names(), self.task, mode, seed)
         if whole:
             try:
-                tmp = path.with_suffix(".tmp")
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
                 tmp.write_text(json.dumps(info))
                 tmp.replace(path)
             except OSError:
