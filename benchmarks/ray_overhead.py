@@ -11,10 +11,12 @@ hardness submission and, with 2 workers, the gradient all-reduces). Every run us
 thread per process (as each Ray worker does), so "1 worker vs in-process" isolates Ray.
 
 Side by side: each repeat runs, in turn, the in-process loop with the in-memory store, the
-in-process loop with the hardness *actor* behind the same client the workers use (what the
-actor's per-step message costs without Ray Train), 1 Ray Train worker, and, where the
-configuration has ``hardness_batch_steps``, 1 worker with batched hardness messages; ratios
-are taken per repeat and reported as medians, so slow drifts of a shared machine cancel.
+in-process loop with the hardness *actor* behind the same client the workers use, one message
+per step (what that message costs without Ray Train), 1 Ray Train worker as ``hamr train``
+runs it, 1 worker with one hardness message per step (``--hardness-batch-steps 1``, the
+default before 16), and 1 worker with Ray Train's own defaults for the controller's poll
+interval and the preemption watcher (``trainer.ray_train_env``); ratios are taken per repeat
+and reported as medians, so slow drifts of a shared machine cancel.
 
 Start-up: the in-process run is split into setup (``build``: data, tokenizer, encoder,
 features) and training; the Ray run into the phases of a timeline that rank 0 stamps
@@ -44,6 +46,9 @@ from benchmarks.common import environment
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "ray_overhead.json"
 
+RAY_VARIANTS = ("ray_1_worker", "ray_1_worker_per_step_messages",
+                "ray_1_worker_ray_train_defaults")
+
 CONFIGS = {
     # head-only training on cached features: steps of a few ms, where per-step overhead shows
     "frozen": dict(method="hamr", freeze_encoder=True, max_train_samples=1200,
@@ -54,6 +59,11 @@ CONFIGS = {
                  max_eval_samples=40, num_train_epochs=1, per_device_train_batch_size=8,
                  max_seq_length=32, seed=11, progress=False),
 }
+
+
+# Ray Train's defaults, which trainer.ray_train_env changes unless the user set them
+RAY_TRAIN_DEFAULTS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2.0",
+                      "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "1"}
 
 
 def _median(xs):
@@ -113,15 +123,25 @@ def timeline(m: dict) -> dict | None:
             "finish_s": round(end - w["t_train_done"], 2)}
 
 
-def with_ray(cfg, workers: int, **changes):
+def with_ray(cfg, workers: int, env: dict | None = None, **changes):
+    """A run with ``workers`` Ray Train workers; ``env``: variables set in the driver for it."""
     import dataclasses
 
     from hamr_dist.distributed.trainer import train_distributed
     tmp = Path(tempfile.mkdtemp(prefix="hamr-bench-"))
     c = dataclasses.replace(cfg, num_workers=workers, output_dir=str(tmp / "out"),
                             storage_path=str(tmp / "ray"), run_name="bench", **changes)
+    saved = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})
     t0 = time.perf_counter()
-    m = train_distributed(c).metrics
+    try:
+        m = train_distributed(c).metrics
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     epochs = m["ray"]["epochs"]
     rank0 = [e["step_time_s"][0] for e in epochs]
     all_ranks = [e["step_time_s"] for e in epochs]
@@ -140,11 +160,9 @@ def step_benchmark(name: str, cfg_kw: dict, out_root: Path, repeats: int = 1,
     from hamr_dist.config import TrainConfig
     from hamr_dist.distributed.actors import create_hardness_actor
     cfg = TrainConfig(output_dir=str(out_root / name / "inproc"), **cfg_kw)
-    batched = "hardness_batch_steps" in TrainConfig.__dataclass_fields__
     actor = create_hardness_actor(f"bench-inproc-{os.getpid()}")
-    runs = {"in_process": [], "in_process_actor": [], "ray_1_worker": []}
-    if batched:
-        runs["ray_1_worker_batched16"] = []
+    runs = {"in_process": [], "in_process_actor": [], "ray_1_worker": [],
+            "ray_1_worker_per_step_messages": [], "ray_1_worker_ray_train_defaults": []}
     if diagnose:   # which epoch-boundary work slows the later epochs' steps?
         runs.update(ray_1_worker_no_knn=[], in_process_no_knn=[], ray_1_worker_last_ckpt=[])
     try:
@@ -155,9 +173,12 @@ def step_benchmark(name: str, cfg_kw: dict, out_root: Path, repeats: int = 1,
             runs["in_process_actor"].append(in_process(cfg, actor))
             print(f"[{name}] 1 Ray worker ...", flush=True)
             runs["ray_1_worker"].append(with_ray(cfg, 1))
-            if batched:
-                print(f"[{name}] 1 Ray worker, hardness messages batched by 16 ...", flush=True)
-                runs["ray_1_worker_batched16"].append(with_ray(cfg, 1, hardness_batch_steps=16))
+            print(f"[{name}] 1 Ray worker, one hardness message per step ...", flush=True)
+            runs["ray_1_worker_per_step_messages"].append(with_ray(cfg, 1,
+                                                                   hardness_batch_steps=1))
+            print(f"[{name}] 1 Ray worker, Ray Train's poll interval and preemption watcher ...",
+                  flush=True)
+            runs["ray_1_worker_ray_train_defaults"].append(with_ray(cfg, 1, env=RAY_TRAIN_DEFAULTS))
             if diagnose:
                 import dataclasses
                 print(f"[{name}] diagnosis: no neighbour actor, one checkpoint ...", flush=True)
@@ -194,11 +215,11 @@ def step_benchmark(name: str, cfg_kw: dict, out_root: Path, repeats: int = 1,
     out["startup_s"] = {
         "in_process_setup_plus_train": _median(r["setup_s"] + r["wall_s"] for r in runs["in_process"]),
         "in_process_setup": _median(r["setup_s"] for r in runs["in_process"]),
-        "ray_1_worker_total": _median(r["wall_s"] for r in runs["ray_1_worker"]),
-        "ray_1_worker_timeline": {k: _median((r["startup_timeline"] or {}).get(k)
-                                             for r in runs["ray_1_worker"])
-                                  for k in ("to_worker_start_s", "worker_setup_s", "train_s",
-                                            "finish_s")}}
+        **{f"{v}_total": _median(r["wall_s"] for r in runs[v]) for v in RAY_VARIANTS},
+        **{f"{v}_timeline": {k: _median((r["startup_timeline"] or {}).get(k) for r in runs[v])
+                             for k in ("to_worker_start_s", "worker_setup_s", "train_s",
+                                       "finish_s")}
+           for v in RAY_VARIANTS}}
     one = med["ray_1_worker"]
     if one and two["step_time_s"]:
         out["ratio_2_vs_1_worker_step_time"] = two["step_time_s"] / one

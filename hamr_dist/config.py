@@ -131,8 +131,9 @@ class TrainConfig:
     checkpoint_every: int = opt(1, "Ray: checkpoint every N epochs (and always after the last)")
     hardness_shards: int = opt(1, "Ray: hardness actors, each holding one index range of h and b (the "
                                "EMA work is spread over them; h stays the same, bit for bit)")
-    hardness_batch_steps: int = opt(1, "Ray: a worker sends its hardness updates N steps per message "
-                                    "(fewer messages for the hardness actors; reads send them first)")
+    hardness_batch_steps: int = opt(16, "Ray: a worker sends its hardness updates N steps per message "
+                                    "(reads send them first; h is the same for any N); one message "
+                                    "per step slows short steps (docs/distributed.md)")
     # MLflow (hamr_dist.tracking): rank 0 logs params, per-epoch metrics, plots and outputs
     mlflow: bool | None = opt(None, "log the run to MLflow (default: on, unless $HAMR_MLFLOW=0)")
     mlflow_uri: str | None = opt(None, "MLflow tracking URI, e.g. http://host:5000 (default: "

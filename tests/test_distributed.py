@@ -199,6 +199,45 @@ def test_client_is_a_store_and_stale_sessions_are_refused(ray_local):
         ray.kill(a)
 
 
+def test_batched_client_sends_k_steps_per_message_and_reads_see_every_update(ray_local):
+    """K steps per message (the Ray runs' default, --hardness-batch-steps): two ranks, steps
+    arriving in whole messages, a read taken mid-buffer: h equals the replay in draw order."""
+    from hamr_dist.distributed.actors import HardnessClient, create_hardness_actor
+    ray = ray_local
+    n, world, steps, k = 40, 2, 7, 3
+    draw, stream = _stream(n=n, steps=steps, world=world)
+    by = {(s, r): (i, w) for s, r, i, w in stream}
+    ref = InMemoryHardness(n, gamma=0.9)
+    a = create_hardness_actor("test-batched")
+    try:
+        gen = ray.get(a.begin.remote(n, 0.9, world))
+        clients = [HardnessClient(a, gen, r, batch_steps=k) for r in range(world)]
+        for s in range(steps - 2):                  # rank 1 first: arrival order must not matter
+            for r in reversed(range(world)):
+                clients[r].update(*by[(s, r)])
+        for s in range(steps - 2):
+            for r in range(world):
+                ref.update(*by[(s, r)])
+        assert [c._sent for c in clients] == [3, 3]          # 5 steps: one message of 3 out
+        # a read waits for the buffered steps of both ranks, which their flushes send (as a
+        # rank's own read or the end of its training does)
+        pending = a.hardness.remote(gen, steps - 2)
+        clients[1].flush()
+        clients[0].flush()
+        assert np.array_equal(ray.get(pending, timeout=30), ref.hardness())
+        for s in range(steps - 2, steps):
+            for r in range(world):
+                clients[r].update(*by[(s, r)])
+                ref.update(*by[(s, r)])
+        clients[1].flush()
+        assert np.array_equal(clients[0].hardness(), ref.hardness())   # sends its buffer first
+        info = ray.get(a.info.remote())
+        assert info["updates"] == steps * world and info["pending_steps"] == 0
+        assert [c._messages for c in clients] == [3, 3]      # 3 + 2 + 2 steps per rank
+    finally:
+        ray.kill(a)
+
+
 def test_neighbour_actor_boost_matches_in_process(ray_local, tmp_path):
     from hamr_dist.distributed.actors import create_hardness_actor, create_neighbour_actor
     from hamr_dist.train.loop import local_boost
@@ -407,6 +446,22 @@ def test_ray_prints_no_colour_codes_off_a_terminal(monkeypatch):
     buf = io.StringIO()
     print_worker_logs({"pid": 7, "ip": "h", "localhost": "h", "lines": ["a line"]}, buf)
     assert "\x1b[" not in buf.getvalue() and "a line" in buf.getvalue()
+
+
+def test_ray_train_settings_leave_the_users_values_and_the_environment_alone(monkeypatch):
+    import os
+
+    from hamr_dist.distributed.trainer import _environ, ray_train_env
+    poll, watch = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+    monkeypatch.delenv(poll, raising=False)
+    monkeypatch.delenv(watch, raising=False)
+    assert ray_train_env(local=True) == {poll: "0.5", watch: "0"}
+    assert ray_train_env(local=False) == {poll: "0.5"}      # a cluster keeps its watcher
+    monkeypatch.setenv(poll, "3")
+    assert ray_train_env(local=True) == {watch: "0"}
+    with _environ({watch: "0"}):
+        assert os.environ[watch] == "0"
+    assert watch not in os.environ and os.environ[poll] == "3"
 
 
 def test_resume_command_is_the_same_command_with_the_run_name():

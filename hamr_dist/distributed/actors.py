@@ -5,6 +5,9 @@ training set (an :class:`InMemoryHardness`, float32). Workers stream ``(indices,
 it without waiting (:class:`HardnessClient.update` is a fire-and-forget ``.remote()``); reads
 block. Each update carries ``(rank, seq)`` where ``seq`` is the rank's own step counter, and the
 actor applies global step ``seq`` only once every rank's part of it has arrived, in rank order.
+The client sends ``batch_steps`` consecutive steps per message (``update_many``; every read sends
+what it holds first), so the per-message cost -- a Ray call on the worker's training thread and
+the actor's CPU on a machine whose other cores the training uses -- is paid once per K steps.
 Since :func:`~hamr_dist.sampling.hardness.shard_for_rank` gives rank r the r-th block of each
 global step, that is exactly the order of the epoch draw, so h equals what one process applying
 the same ``(indices, w_post)`` in draw order computes, bit for bit, whatever order the
@@ -125,6 +128,23 @@ class HardnessService:
             async with self._condition():
                 self._condition().notify_all()
 
+    async def update_many(self, gen: str, rank: int, seq0: int, parts: list) -> None:
+        """Steps ``seq0, seq0+1, ...`` of ``rank`` in one message: ``parts[k] = (indices, w)``."""
+        if gen != self._gen:
+            self._stats["stale_dropped"] += len(parts)
+            return
+        rank = int(rank)
+        for k, part in enumerate(parts):
+            seq = int(seq0) + k
+            if seq < self._next or rank in self._pending.get(seq, ()):
+                self._stats["duplicates"] += 1
+                continue
+            self._pending.setdefault(seq, {})[rank] = part
+        if len(self._pending.get(self._next, ())) == self._world:
+            self._apply_ready()
+            async with self._condition():
+                self._condition().notify_all()
+
     def _apply_ready(self) -> None:
         t0 = time.perf_counter()
         while len(self._pending.get(self._next, ())) == self._world:
@@ -211,15 +231,23 @@ class HardnessService:
 class HardnessClient:
     """:class:`~hamr_dist.sampling.hardness.HardnessStore` backed by the hardness actor.
 
-    ``update`` only submits (the actor call runs while the worker computes the next step);
-    finished calls are reaped every ``reap_every`` updates, which surfaces their errors, and
-    at most ``max_inflight`` may be outstanding (back-pressure). Every other method blocks.
+    ``update`` buffers; every ``batch_steps`` updates the buffer goes out as one message that
+    only submits (the actor call runs while the worker computes the next steps). Finished calls
+    are reaped every ``reap_every`` messages, which surfaces their errors, and at most
+    ``max_inflight`` may be outstanding (back-pressure). Every other method sends the buffer
+    first, then blocks, so a read sees every update before it.
     """
 
-    def __init__(self, actor, generation: str, rank: int, *, reap_every: int = 32,
-                 max_inflight: int = 1024):
+    def __init__(self, actor, generation: str, rank: int, *, batch_steps: int = 1,
+                 reap_every: int = 32, max_inflight: int = 1024):
+        if batch_steps < 1:
+            raise ValueError(f"batch_steps must be >= 1, got {batch_steps}")
         self.actor, self.generation, self.rank = actor, generation, int(rank)
-        self.seq = 0
+        self.batch_steps = int(batch_steps)
+        self.seq = 0                       # steps of this rank so far (buffered included)
+        self._sent = 0                     # steps already sent
+        self._buf: list[tuple[np.ndarray, np.ndarray]] = []
+        self._messages = 0
         self._inflight: list = []
         self._reap_every, self._max_inflight = reap_every, max_inflight
         self._fresh_boost = None
@@ -238,6 +266,7 @@ class HardnessClient:
         self._inflight = rest
 
     def _read(self, method: str, *args):
+        self._send()
         self._reap()
         try:
             return ray.get(getattr(self.actor, method).remote(self.generation, self.seq, *args))
@@ -246,6 +275,7 @@ class HardnessClient:
                                     f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
 
     def _call(self, method: str, *args):
+        self._send()
         try:
             return ray.get(getattr(self.actor, method).remote(self.generation, *args))
         except ray.exceptions.RayError as e:
@@ -253,14 +283,26 @@ class HardnessClient:
 
     # HardnessStore
     def update(self, indices, w_post) -> None:
-        ref = self.actor.update.remote(self.generation, self.rank, self.seq,
-                                       np.asarray(indices, dtype=np.int64),
-                                       np.asarray(w_post, dtype=np.float32))
+        self._buf.append((np.asarray(indices, dtype=np.int64),
+                          np.asarray(w_post, dtype=np.float32)))
         self.seq += 1
+        if len(self._buf) >= self.batch_steps:
+            self._send()
+
+    def _send(self) -> None:
+        if not self._buf:
+            return
+        if len(self._buf) == 1:
+            ref = self.actor.update.remote(self.generation, self.rank, self._sent, *self._buf[0])
+        else:
+            ref = self.actor.update_many.remote(self.generation, self.rank, self._sent, self._buf)
+        self._sent += len(self._buf)
+        self._buf = []
+        self._messages += 1
         self._inflight.append(ref)
         if len(self._inflight) >= self._max_inflight:
             self._reap(block=True)
-        elif self.seq % self._reap_every == 0:
+        elif self._messages % self._reap_every == 0:
             self._reap()
 
     def hardness(self) -> np.ndarray:
@@ -301,7 +343,8 @@ class HardnessClient:
         return self._fresh_boost
 
     def flush(self) -> None:
-        """Block until every update this client sent has been received."""
+        """Send what is buffered and block until every update was received."""
+        self._send()
         while self._inflight:
             self._reap(block=True)
 

@@ -51,30 +51,13 @@ class HardnessShard(HardnessService):
     every complete step at once.
 
     It works on the base class's bookkeeping (``_pending``, ``_next``, ``_world``): steps are
-    buffered per (seq, rank) exactly as ``update`` does, and :meth:`_apply_ready` concatenates
+    buffered per (seq, rank) as ``update``/``update_many`` do, and :meth:`_apply_ready` concatenates
     the parts of all complete steps in (step, rank) order into one store update. Each sample's
     EMA then sees its visits in the same order as step-by-step application, so h is the same bit
     for bit, while the per-call cost of the update (a dozen numpy calls) is paid once per
     message instead of once per part -- which matters once a step is split over shards.
     ``decay-all`` (a global rescale after every update) is applied step by step.
     """
-
-    async def update_many(self, gen: str, rank: int, seq0: int, parts: list) -> None:
-        """Steps ``seq0, seq0+1, ...`` of ``rank``: ``parts[k] = (indices, w_post)``."""
-        if gen != self._gen:
-            self._stats["stale_dropped"] += len(parts)
-            return
-        rank = int(rank)
-        for k, part in enumerate(parts):
-            seq = int(seq0) + k
-            if seq < self._next or rank in self._pending.get(seq, ()):
-                self._stats["duplicates"] += 1
-                continue
-            self._pending.setdefault(seq, {})[rank] = part
-        if len(self._pending.get(self._next, ())) == self._world:
-            self._apply_ready()
-            async with self._condition():
-                self._condition().notify_all()
 
     def _apply_ready(self) -> None:
         if self._store.rule == "decay-all":

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from contextlib import contextmanager
 import json
 import logging
 import os
@@ -189,6 +190,37 @@ def _note_ctrl_c(trainer) -> list:
     return seen
 
 
+def ray_train_env(local: bool) -> dict:
+    """Ray Train's own settings for a run, where the user has not set them: the controller polls
+    the workers every 0.5 s instead of 2 s, so the end of a run (several polls) is noticed
+    sooner; on one machine there is no preemption to watch, so the watcher actor -- one more
+    process started while the workers set up -- is left out. ``benchmarks/ray_overhead.py``
+    runs Ray Train's defaults beside these."""
+    env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+    if local:
+        env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
+    return {k: v for k, v in env.items() if k not in os.environ}
+
+
+@contextmanager
+def _environ(values: dict):
+    """``values`` in ``os.environ`` while the trainer starts its controller (Ray Train hands
+    its variables from the driver's environment to the controller and the workers)."""
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k in values:
+            os.environ.pop(k, None)
+
+
+def _driver_node_only() -> bool:
+    """The Ray cluster is this machine alone (e.g. ``ray.init(address="local")``)."""
+    import ray
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return len(nodes) == 1 and nodes[0]["NodeID"] == ray.get_runtime_context().get_node_id()
+
+
 def _in_placement_group() -> bool:
     """True inside a task or actor whose placement group captures its children (a Tune trial)."""
     from ray.util import get_current_placement_group
@@ -239,10 +271,10 @@ def train_distributed(cfg, *, placement_strategy: str = "PACK", actor_options: d
     env = _worker_env()
     hard = neigh = None
     shard_actors = []
-    sharded = cfg.hardness_shards > 1 or cfg.hardness_batch_steps > 1
+    sharded = cfg.hardness_shards > 1    # h and b by index range over several actors
     t0 = time.time()
     try:
-        if sharded:    # h and b by index range over several actors, batched messages
+        if sharded:
             from .hardness_shards import create_shard_actors
             shard_actors = create_shard_actors(f"hardness-{tag}", cfg.hardness_shards,
                                                runtime_env=env)
@@ -282,7 +314,8 @@ def train_distributed(cfg, *, placement_strategy: str = "PACK", actor_options: d
                  Path(storage) / name if "://" not in storage else f"{storage}/{name}")
         interrupted = _note_ctrl_c(trainer)
         try:
-            result = trainer.fit()
+            with _environ(ray_train_env(local=started or _driver_node_only())):
+                result = trainer.fit()
         except SystemExit:
             if interrupted:      # Ray's handler aborted the run; ray.get then exits the driver
                 raise KeyboardInterrupt from None
@@ -635,7 +668,7 @@ def worker_main(config: dict) -> None:
         "neighbour_actor") else None
 
     target = hard          # what the neighbour actor reads h from and writes b to
-    if config.get("hardness_shards"):   # h by index range, batched messages (hardness_shards.py)
+    if config.get("hardness_shards"):   # h by index range (hardness_shards.py)
         from ..train.loop import hardness_options as options
         from .hardness_shards import worker_session
         client, target = worker_session(config["hardness_shards"], n, setup.cfg.gamma, world,
@@ -654,7 +687,7 @@ def worker_main(config: dict) -> None:
             _say_how_it_starts(resume_raw, config.get("new_run", False),
                                ray.get(hard.info.remote())["sessions"])
         gen = broadcast_object(gen)
-        client = HardnessClient(hard, gen, rank)
+        client = HardnessClient(hard, gen, rank, batch_steps=cfg.hardness_batch_steps)
     info = {"rank": rank, "pid": os.getpid(), "host": socket.gethostname(),
             "node_id": ray.get_runtime_context().get_node_id(),
             "t_worker_start": t_start, "t_setup_done": t_setup}
