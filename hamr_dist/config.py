@@ -85,6 +85,9 @@ class TrainConfig:
     class_prior_power: float = opt(1.0, "hamr-cb: sampling prior n_c^-power of the sample's class "
                                    "(NER: its rarest entity type); 1 balances the classes, 0.5 is "
                                    "square-root sampling")
+    meta_loss: str = opt("mean", "meta objective on the balanced meta set: mean (the paper's mean "
+                         "cross-entropy) or balanced (mean over the classes of each class's mean "
+                         "loss; NER: per entity type, O one class)", ["mean", "balanced"])
     weight_norm: str = opt("attached", "normalise w by a batch mean that the meta-gradient flows "
                            "through (attached) or not (detached, as the authors' code)",
                            ["attached", "detached"])
@@ -108,11 +111,15 @@ class TrainConfig:
     hard_ratio: float = opt(0.2, "share rho of hardest samples whose neighbours are boosted")
     knn_build_freq: int = opt(1, "recompute the neighbour boost every F epochs")
     num_index_shards: int = opt(1, "FAISS index shards (IndexShards)")
-    knn_index: str = opt("flat", "neighbour index: flat (exact) or ivf (approximate; about 14x faster "
-                         "at 10^6 samples with recall@10 1.0 on benchmarks/results/neighbours.md)",
-                         ["flat", "ivf"])
+    knn_index: str = opt("flat", "neighbour index: flat (exact), ivf (approximate; about 14x faster "
+                         "at 10^6 samples with recall@10 1.0 on benchmarks/results/neighbours.md) "
+                         "or ivfpq (IVF over product-quantised codes: --knn-pq-m bytes per sample "
+                         "instead of 4 d, for 10^7 samples and more)",
+                         ["flat", "ivf", "ivfpq"])
     knn_nlist: int | None = opt(None, "IVF lists (default 4*sqrt(N))")
     knn_nprobe: int | None = opt(None, "IVF lists searched per query (default: a tenth of the lists)")
+    knn_pq_m: int | None = opt(None, "IVF-PQ: sub-quantizers (bytes of code) per sample; must divide "
+                               "the embedding dimension (default: dimension / 8, 48 for 384)")
     oversample_ratio: float = opt(1.2, "resampling methods draw ceil(r N) samples per epoch")
     meta_set: str = opt("copy", "balanced meta set: copy drawn train samples or move them out", ["copy", "move"])
     ner_sample_loss: str = opt("max", "NER per-sentence training loss weighted by HAMR (hardness always uses max)",
@@ -197,6 +204,9 @@ class TrainConfig:
             ("knn_build_freq", self.knn_build_freq >= 1, "must be >= 1"),
             ("knn_nlist", self.knn_nlist is None or self.knn_nlist >= 1, "must be >= 1"),
             ("knn_nprobe", self.knn_nprobe is None or self.knn_nprobe >= 1, "must be >= 1"),
+            ("knn_pq_m", self.knn_pq_m is None or self.knn_pq_m >= 1, "must be >= 1"),
+            ("knn_pq_m", self.knn_pq_m is None or self.knn_index == "ivfpq",
+             "applies to --knn-index ivfpq only: add --knn-index ivfpq or drop it"),
             ("num_workers", self.num_workers >= 0, "must be >= 0"),
             ("max_failures", self.max_failures >= -1, "must be >= -1"),
             ("checkpoint_every", self.checkpoint_every >= 1, "must be >= 1"),

@@ -72,6 +72,24 @@ def per_sample(pos_loss: torch.Tensor, labels: torch.Tensor, reduction: str) -> 
     return (pos_loss * mask).sum(-1) / mask.sum(-1).clamp_min(1)
 
 
+def balanced_ce(logits: torch.Tensor, labels: torch.Tensor, groups=None) -> torch.Tensor:
+    """Class-balanced mean cross-entropy: the mean over the classes present in the batch of
+    each class's mean position loss. ``groups`` (a tensor, one group id per label) pools
+    labels into one class first (NER: B-X and I-X -> type X, O its own class). Plain mean CE
+    lets the majority class (NER: O tokens) dominate a meta objective whose target is
+    macro-F1; this weights every class the same."""
+    mask = labels != IGNORE
+    pos = token_ce(logits, labels)[mask]
+    y = labels[mask]
+    if groups is not None:
+        y = groups.to(y.device)[y]
+    n = int(y.max()) + 1 if y.numel() else 1
+    sums = pos.new_zeros(n).index_add(0, y, pos)
+    counts = pos.new_zeros(n).index_add(0, y, torch.ones_like(pos))
+    present = counts > 0
+    return (sums[present] / counts[present]).mean()
+
+
 def icf_weights(counts, n_total: int | None = None, groups=None) -> torch.Tensor:
     """Inverse class frequency w_c = N / (C * n_c); classes absent from train get weight 0
     (they cannot occur as targets).

@@ -3,7 +3,8 @@ import math
 
 import torch
 
-from hamr_dist.losses import dice, entity_groups, focal, icf_weights, per_sample, token_ce
+from hamr_dist.losses import (balanced_ce, dice, entity_groups, focal, icf_weights, per_sample,
+                              token_ce)
 from hamr_dist.meta.weight_net import WeightNet, normalise, zscore
 
 
@@ -96,3 +97,28 @@ def test_dice_gradient_is_finite_at_a_saturated_softmax():
     logits = torch.tensor([[[40.0, -40.0], [0.0, 1.0]]], requires_grad=True)
     dice(logits, torch.tensor([[0, 1]])).sum().backward()
     assert torch.isfinite(logits.grad).all()
+
+
+def test_balanced_ce_averages_per_class_means():
+    # hand computation: CE of logits row r for gold y is logsumexp(row) - row[y]
+    logits = torch.tensor([[2.0, 0.0], [1.0, 1.0], [0.0, 3.0], [0.5, -0.5]])
+    labels = torch.tensor([0, 0, 1, 0])
+    ce = [math.log(math.exp(2) + 1) - 2, math.log(2 * math.e) - 1,
+          math.log(1 + math.exp(3)) - 3, math.log(math.exp(0.5) + math.exp(-0.5)) - 0.5]
+    want = ((ce[0] + ce[1] + ce[3]) / 3 + ce[2]) / 2
+    assert math.isclose(float(balanced_ce(logits, labels)), want, rel_tol=1e-6)
+
+
+def test_balanced_ce_ner_pools_tags_and_ignores_padding():
+    names = ["O", "B-LOC", "I-LOC", "B-PER"]
+    groups = torch.as_tensor(entity_groups(names))
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4)
+    labels = torch.tensor([[0, 1, 2], [0, 3, -100]])
+    pos = token_ce(logits, labels)
+    want = (pos[0, 0] + pos[1, 0]) / 2 / 3 + (pos[0, 1] + pos[0, 2]) / 2 / 3 + pos[1, 1] / 3
+    assert torch.allclose(balanced_ce(logits, labels, groups), want)
+    # equal to mean CE when every class has the same count
+    flat = torch.tensor([0, 1, 0, 1])
+    lg = torch.randn(4, 2)
+    assert torch.allclose(balanced_ce(lg, flat), torch.nn.functional.cross_entropy(lg, flat))

@@ -89,3 +89,18 @@ def test_ivf_index_probing_every_list_trains_like_exact(tmp_path, monkeypatch):
     assert built[1].nprobe == 8
     assert ivf["history"][-1]["boosted_share"] > 0
     assert [h["loss"] for h in ivf["history"]] == [h["loss"] for h in flat["history"]]
+
+
+def test_balanced_meta_loss_is_the_meta_objective(tmp_path, monkeypatch):
+    """--meta-loss balanced: every meta step's objective is balanced_ce (unit-tested against
+    hand values in test_formulas), and the run trains."""
+    from hamr_dist.losses import balanced_ce
+    from hamr_dist.train import loop
+    calls = []
+    monkeypatch.setattr(loop, "balanced_ce", lambda *a: calls.append(1) or balanced_ce(*a))
+    cfg = TrainConfig(method="hamr-cb", meta_loss="balanced", freeze_encoder=True,
+                      num_train_epochs=1, progress=False, max_train_samples=256,
+                      max_eval_samples=100, output_dir=str(tmp_path))
+    m = train(cfg).metrics
+    steps = m["history"][-1]["global_step"]
+    assert len(calls) == steps > 0 and m["skipped_steps"] == 0

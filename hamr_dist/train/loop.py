@@ -23,13 +23,13 @@ from .. import tracking
 from ..config import parse_scope
 from ..data.tokenize import to_device
 from ..errors import HamrError
-from ..losses import IGNORE, per_sample, position_loss
+from ..losses import IGNORE, balanced_ce, entity_groups, per_sample, position_loss
 from ..meta.schedule import MetaSchedule
 from ..meta.step import current_weights, loss_ratio_weights, meta_step
 from ..meta.weight_net import WeightNet, weight_curve
 from ..sampling.hardness import InMemoryHardness, sampling_entropy, shard_for_rank
 from .diagnose import EpochDiagnostics, hardness_options
-from .evaluate import evaluate
+from .evaluate import eval_logits, evaluate
 from .lnr import flip_labels
 from .precision import Precision
 from .setup import Setup, build, embedding_texts
@@ -80,7 +80,7 @@ def local_boost(s: Setup) -> Callable[[np.ndarray], np.ndarray]:
     with phase(f"building the neighbour index over {len(emb)} embeddings ({c.knn_index})",
                announce=len(emb) >= 20000):
         index = build_index(emb, num_shards=c.num_index_shards, kind=c.knn_index,
-                            nlist=c.knn_nlist, nprobe=c.knn_nprobe)
+                            nlist=c.knn_nlist, nprobe=c.knn_nprobe, pq_m=c.knn_pq_m)
     return lambda h: neighbour_boost(index, emb, h, rho=c.hard_ratio, k=c.k)
 
 
@@ -97,6 +97,15 @@ def lazy(make: Callable[[], Callable]) -> Callable:
 def meta_ce(logits, labels):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
                            ignore_index=IGNORE)
+
+
+def meta_objective(s: Setup):
+    """The meta loss of ``--meta-loss``: mean CE, or CE balanced over classes (NER: entity
+    types, B-/I- pooled, O one class)."""
+    if s.cfg.meta_loss != "balanced":
+        return meta_ce
+    groups = torch.as_tensor(entity_groups(s.data.label_names)) if s.data.task == "ner" else None
+    return lambda logits, labels: balanced_ce(logits, labels, groups)
 
 
 class MetaBatches:
@@ -341,7 +350,7 @@ def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runt
     signal = None
     if m.meta and plan.due:
         r = meta_step(model, wnet, wnet_opt, train_l, plan.meta_batch(model, amp.autocast),
-                      meta_ce, s.scope_names, alpha=c.meta_update_lr, kind=m.meta,
+                      meta_objective(s), s.scope_names, alpha=c.meta_update_lr, kind=m.meta,
                       w_min=c.w_min, w_max=c.w_max,
                       sync=rt.all_reduce_mean if rt.world_size > 1 else None,
                       signal=hard if ner else None, autocast=amp.autocast, scaler=amp.scaler)
@@ -394,18 +403,9 @@ def train_labels(s: Setup) -> np.ndarray:
 @torch.no_grad()
 def lnr_labels(s: Setup, model, c) -> np.ndarray:
     """LNR's re-balanced labels from the current (warmed-up) model's probabilities."""
-    was = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    n, bs, probs = len(s.train.batches), c.per_device_eval_batch_size, []
-    try:
-        for i in range(0, n, bs):
-            b = to_device(s.train.batches(np.arange(i, min(n, i + bs))), device)
-            probs.append(model(b).float().softmax(-1).cpu().numpy())
-    finally:
-        model.train(was)
-        if c.freeze_encoder:
-            model.encoder.eval()
+    n = len(s.train.batches)
+    probs = [logits.softmax(-1).cpu().numpy() for _, logits in
+             eval_logits(model, s.train.batches, np.arange(n), c.per_device_eval_batch_size)]
     labels = train_labels(s)
     new = flip_labels(np.concatenate(probs), labels, c.lnr_threshold, c.seed)
     log.info("lnr: %d of %d training labels flipped to rarer classes", int((new != labels).sum()), n)
