@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data.tokenize import to_device
 from ..losses import per_sample, token_ce
 from ..sampling.diagnostics import draw_stats, probe_indices, spearman, weight_stats
 from ..sampling.groups import class_prior
+from .evaluate import eval_logits
 from .setup import train_groups
 
 
@@ -26,21 +26,10 @@ def hardness_options(s) -> dict:
     return opts
 
 
-@torch.no_grad()
 def probe_losses(model, batches, idx: np.ndarray, batch_size: int) -> np.ndarray:
     """HAMR's per-sample loss l_i (CLS: CE; NER: the sentence's max token CE), eval mode."""
-    was = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    try:
-        for i in range(0, len(idx), batch_size):
-            b = to_device(batches(idx[i:i + batch_size]), device)
-            logits = model(b).float()
-            pos = token_ce(logits, b["labels"])
-            out.append(per_sample(pos, b["labels"], "max").cpu().numpy())
-    finally:
-        model.train(was)
+    out = [per_sample(token_ce(logits, b["labels"]), b["labels"], "max").cpu().numpy()
+           for b, logits in eval_logits(model, batches, idx, batch_size)]
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -59,9 +48,6 @@ class EpochDiagnostics:
         if h is not None:
             flat.update(store.stats(tau, lam))
             if len(self.probe) > 1:
-                frozen = c.freeze_encoder
                 l = probe_losses(model, self.s.train.batches, self.probe, c.per_device_eval_batch_size)
-                if frozen:
-                    model.encoder.eval()
                 flat["spearman_h_loss"] = spearman(h[self.probe], l)
         return flat, shares

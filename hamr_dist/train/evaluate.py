@@ -8,20 +8,34 @@ import torch
 from ..data.tokenize import IGNORE, to_device
 
 
-@torch.no_grad()
+def eval_logits(model, batches, idx, batch_size: int):
+    """Yields (batch on the model's device, fp32 logits) for the samples ``idx``, batch by
+    batch, in eval mode and without gradients; afterwards the model and its encoder are back in
+    the modes they were in (a frozen encoder stays in eval mode)."""
+    modes = [(m, m.training) for m in (model, getattr(model, "encoder", None)) if m is not None]
+    model.eval()
+    device = next(model.parameters()).device
+    idx = np.asarray(idx)
+    try:
+        for i in range(0, len(idx), batch_size):
+            b = to_device(batches(idx[i:i + batch_size]), device)
+            with torch.no_grad():
+                logits = model(b).float()
+            yield b, logits
+    finally:
+        for m, was in modes:
+            m.train(was)
+
+
 def predict(model, batches, batch_size: int = 128) -> list:
     """Per sample: the class id (cls) or the tag ids of the labelled positions (ner)."""
-    was_training = model.training
-    model.eval()
-    out, device = [], next(model.parameters()).device
-    for s in range(0, len(batches), batch_size):
-        b = batches(range(s, min(s + batch_size, len(batches))))
-        pred = model(to_device(b, device)).argmax(-1).cpu()
+    out = []
+    for b, logits in eval_logits(model, batches, np.arange(len(batches)), batch_size):
+        pred, labels = logits.argmax(-1).cpu(), b["labels"].cpu()
         if pred.dim() == 1:
             out.extend(pred.tolist())
         else:
-            out.extend(p[l != IGNORE].tolist() for p, l in zip(pred, b["labels"]))
-    model.train(was_training)
+            out.extend(p[l != IGNORE].tolist() for p, l in zip(pred, labels))
     return out
 
 
