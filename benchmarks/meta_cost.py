@@ -34,6 +34,8 @@ from benchmarks.quality import resolve_dataset
 from benchmarks.step_time import option_config
 
 BASE = "head"
+# the plain meta step, whatever the package's defaults for the levers: each variant states its own
+PLAIN = {"meta_every": 1, "meta_reuse": 1, "meta_fuse": False}
 
 
 def variant_options(variant: str) -> dict:
@@ -51,7 +53,7 @@ def make_config(args, path: str | None, variant: str, seed: int, out: str):
                        learning_rate=args.lr, max_train_samples=args.max_train_samples,
                        max_eval_samples=args.max_eval_samples, max_seq_length=args.max_seq_length,
                        cache_dir=args.cache_dir, output_dir=out, progress=False, mlflow=False,
-                       **variant_options(variant))
+                       **(PLAIN | variant_options(variant)))
 
 
 def run_one(args, name: str, path: str | None, variant: str, seed: int) -> dict:

@@ -20,6 +20,21 @@ def test_option_names():
         variant_options("top2-every2")
 
 
+def test_every_variant_states_its_levers_whatever_the_package_defaults(monkeypatch):
+    """The plain row stays the plain meta step if a lever becomes the package default."""
+    import hamr_dist.config
+    from benchmarks.meta_cost import make_config
+    seen = []
+    monkeypatch.setattr(hamr_dist.config, "TrainConfig", lambda **kw: seen.append(kw) or kw)
+    args = SimpleNamespace(epochs=1, batch_size=8, lr=1e-4, max_train_samples=10,
+                           max_eval_samples=10, max_seq_length=16, cache_dir=None)
+    make_config(args, None, "head", 1, "out")
+    make_config(args, None, "head-reuse4", 1, "out")
+    levers = [{k: kw[k] for k in ("meta_every", "meta_reuse", "meta_fuse")} for kw in seen]
+    assert levers == [{"meta_every": 1, "meta_reuse": 1, "meta_fuse": False},
+                      {"meta_every": 1, "meta_reuse": 4, "meta_fuse": False}]
+
+
 def doc_with(dev_every4, tmp_path):
     """Two variants x 2 seeds on one dataset, and a step-time file with their ratios."""
     runs = []
