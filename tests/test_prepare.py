@@ -241,3 +241,25 @@ def test_mapped_training_split_gathers_the_records_batches(tmp_path, tok):
     idx = np.random.default_rng(0).integers(0, len(ref), 40)
     got, want = s.train.batches(idx), ref(idx)
     assert len(s.train.batches) == len(ref) and all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_frozen_features_are_cached_and_read_memory_mapped(tmp_path):
+    """--freeze-encoder on a prepared folder: features are written to the cache and read back
+    memory-mapped (no N x hidden copy per worker), equal to the encoder's output, and the
+    training batches gather them."""
+    from hamr_dist.train.features import cached_features, compute_features
+    from hamr_dist.train.setup import build
+    src = write_corpus(tmp_path / "src", "ner", n=60)
+    cfg = TrainConfig(data=str(src), max_seq_length=16, freeze_encoder=True, progress=False,
+                      mlflow=False, cache_dir=str(tmp_path / "cache"))
+    s = build(cfg)
+    tokens = Prepared(next((tmp_path / "cache" / "prepared").iterdir())).tokens("train")
+    from hamr_dist.model import default_model
+    flat, off = cached_features(s.model, tokens, default_model(), cfg.pooling,
+                                cfg.cache_dir)                                     # a hit
+    assert isinstance(flat, np.memmap)
+    ref_flat, ref_off = compute_features(s.model, tokens)
+    np.testing.assert_allclose(flat, ref_flat, atol=1e-5)
+    np.testing.assert_array_equal(off, ref_off)
+    b = s.train.batches([3, 7])
+    np.testing.assert_allclose(b["features"][0, :off[4] - off[3]], flat[off[3]:off[4]])

@@ -33,54 +33,88 @@ def id_rows(batches):
     return iter(batches.ds["input_ids"])
 
 
+def labelled_counts(batches) -> np.ndarray:
+    """NER: labelled (word-initial) positions per sample, i.e. feature rows per sample."""
+    if hasattr(batches, "row_labels"):
+        return np.fromiter(((batches.row_labels(j) != IGNORE).sum() for j in range(len(batches))),
+                           np.int64, len(batches))
+    return np.asarray([sum(l != IGNORE for l in y) for y in batches.ds["labels"]], np.int64)
+
+
 @torch.inference_mode()
-def compute_features(model, batches: TokenBatches, batch_size: int = 64, progress=None):
-    """CLS: [N, H] float32. NER: (flat [sum labelled, H], offsets [N+1]) per labelled position."""
+def compute_features(model, batches: TokenBatches, batch_size: int = 64, progress=None,
+                     alloc=None):
+    """CLS: [N, H] float32. NER: (flat [sum labelled, H], offsets [N+1]) per labelled position.
+    ``alloc(shape)`` gives the float32 array to fill (default ``np.empty``; the cache passes a
+    file opened with ``np.lib.format.open_memmap``, so N x H never sits in memory twice)."""
+    alloc = alloc or (lambda shape: np.empty(shape, np.float32))
     n = len(batches)
     device = next(model.parameters()).device
     lengths = token_lengths(batches)
     order = np.argsort(lengths, kind="stable")   # similar lengths together: less padding
-    out = [None] * n
+    offsets = None
+    if batches.task == "ner":
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(labelled_counts(batches), out=offsets[1:])
+    out = None
     for s in range(0, n, batch_size):
         idx = order[s:s + batch_size]
         b = batches(idx)
         h = model.encode(to_device(b, device)).float().cpu()
+        if out is None:
+            out = alloc((n if offsets is None else int(offsets[-1]), h.shape[-1]))
         for j, i in enumerate(idx):
             if batches.task == "ner":
-                out[i] = h[j][b["labels"][j] != IGNORE].numpy()
+                out[offsets[i]:offsets[i + 1]] = h[j][b["labels"][j] != IGNORE].numpy()
             else:
                 out[i] = h[j].numpy()
         if progress:
             progress(len(idx))
-    if batches.task == "cls":
-        return np.stack(out).astype(np.float32)
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(x) for x in out])
-    return np.concatenate(out).astype(np.float32), offsets
+    if out is None:
+        out = alloc((0 if offsets is None else int(offsets[-1]), 0))
+    return out if offsets is None else (out, offsets)
 
 
 def cached_features(model, batches: TokenBatches, model_name: str, pooling: str,
                     cache_dir: str | None):
+    """Features on disk (``features/<key>/flat.npy`` [+ ``offsets.npy``]) keyed by the model
+    and every sample's token ids, opened memory-mapped (copy-on-write): the workers of a node
+    share the pages, and none holds N x hidden floats of its own."""
     key = hashlib.sha256()
     key.update(json.dumps([model_fingerprint(model_name), pooling, batches.task]).encode())
     for ids in id_rows(batches):
         key.update(np.asarray(ids, dtype=np.int32).tobytes() + b"|")
-    path = cache_root(cache_dir) / "features" / f"{key.hexdigest()[:32]}.npz"
-    if path.exists():
-        with np.load(path) as z:
-            return (z["flat"], z["offsets"]) if "offsets" in z else z["flat"]
+    path = cache_root(cache_dir) / "features" / key.hexdigest()[:32]
+    if (path / "flat.npy").is_file():
+        return _open(path)
     what = "texts" if batches.task == "cls" else "sentences"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    tmp.mkdir(exist_ok=True)
     with phase(f"encoding features of {len(batches)} {what} with the frozen encoder (cached for "
                f"later runs)", total=len(batches), unit=what[:-1]) as tick:
-        feats = compute_features(model, batches, progress=tick)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        feats = compute_features(model, batches, progress=tick, alloc=lambda shape: (
+            np.lib.format.open_memmap(tmp / "flat.npy", mode="w+", dtype=np.float32,
+                                      shape=shape)))
     if isinstance(feats, tuple):
-        np.savez(tmp, flat=feats[0], offsets=feats[1])
+        feats[0].flush()
+        np.save(tmp / "offsets.npy", feats[1])
     else:
-        np.savez(tmp, flat=feats)
-    os.replace(tmp, path)   # atomic: concurrent workers never read half a file
-    return feats
+        feats.flush()
+    del feats
+    try:
+        os.replace(tmp, path)   # atomic: concurrent workers never read half a folder
+    except OSError:             # another worker finished it first
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _open(path)
+
+
+def _open(path: Path):
+    flat = np.load(path / "flat.npy", mmap_mode="c")
+    if (path / "offsets.npy").is_file():
+        return flat, np.load(path / "offsets.npy")
+    return flat
 
 
 def reuse_features(batches: TokenBatches, sources) -> object | None:
