@@ -155,8 +155,7 @@ def describe_dataset(args, name: str, path: str | None) -> dict:
 def prepare(args, path: str | None, methods: list[str], seeds: list[int]) -> dict:
     """Fill the caches a run reads: encoder features (probe tier; the meta split differs per seed)
     and the kNN sentence embeddings. Timed separately from the runs."""
-    from hamr_dist.embeddings import cached_embeddings
-    from hamr_dist.train.setup import build, embedding_texts
+    from hamr_dist.train.setup import build, train_embeddings
     sw, cpu0 = Stopwatch(), time.process_time()
     s = None
     if TIERS[args.tier]["freeze_encoder"]:
@@ -166,9 +165,7 @@ def prepare(args, path: str | None, methods: list[str], seeds: list[int]) -> dic
     variants = parse_variants(getattr(args, "variant", None))
     if any(get_method(variants.get(m, (m, {}))[0]).knn for m in methods):
         s = s or build(make_config(args, path, methods[0], seeds[0], "unused"))
-        c = s.cfg
-        cached_embeddings(embedding_texts(s.train.records, s.data.task), model=c.embedder,
-                          cache_dir=c.cache_dir)
+        train_embeddings(s)      # computed once and cached (the prepared folder's texts)
     return {"status": "ok", "wall_s": sw(), "cpu_s": round(time.process_time() - cpu0, 1)}
 
 
