@@ -1,13 +1,16 @@
-"""The epoch draw at corpus scale, side by side with the previous implementation: build (scores,
+"""The epoch draw at corpus scale, side by side with another implementation of it: build (scores,
 CDF, table) and lookup time, CPU and wall, for ``ceil(1.2 N)`` draws, plus the memory the draw,
 the hardness state and its checkpoint take.
 
     python -m benchmarks.sampler_scale --sizes 10000000 100000000 --repeats 3
 
-Each size runs in one fresh process; the variants alternate inside it (new, previous, new,
-...), each repeat a full draw from the same state (h uniform in [0.1, 8], 10 % boosted,
-tau = lam = 0.7). The previous implementation is read from git (``--baseline`` commit), so the
-two are compared on the same machine state. The first repeat also pays for touching fresh
+Each size runs in one fresh process; the variants alternate inside it (current, other,
+current, ...), each repeat a full draw from the same state (h uniform in [0.1, 8], 10 % boosted,
+tau = lam = 0.7). The other implementation is ``sampling/draw.py`` as of the ``--baseline``
+commit, read from git, so the two are compared on the same machine state. The default is the
+packed guide table tried in 25fe6ac (one 64-bit word per cell: guide index, count and the
+first value's place, so most draws take one random read): its lookup was 25 % cheaper at
+10^8 but its build as much dearer, and it was reverted. The first repeat also pays for touching fresh
 memory (the hardness actor's first draw does too); the table reports medians.
 """
 from __future__ import annotations
@@ -27,7 +30,7 @@ import numpy as np
 
 from .common import RESULTS, environment, environment_md, md_table, write_json, write_text
 
-BASELINE = "3b8661e"          # guide table + CDF reads, before the packed guide
+BASELINE = "25fe6ac"          # the packed guide table (reverted)
 
 
 def baseline_module(commit: str):
@@ -75,7 +78,7 @@ def child(n: int, repeats: int, threads: list[int], baseline: str, checkpoint: b
     m = epoch_size(n, 1.2)
     res = {"n": n, "m": m, "load_avg_before": os.getloadavg(), "runs": []}
     for rep in range(repeats):
-        for name, mod in (("packed guide", new), ("previous", old)):
+        for name, mod in (("current", new), (f"draw.py of {baseline}", old)):
             for th in threads:
                 r = one_draw(mod, h, b, m, th, trace=(rep == 0 and th == threads[0]))
                 r.update(variant=name, threads=th, repeat=rep, load_avg=os.getloadavg()[0])
@@ -104,7 +107,7 @@ def render(res: dict) -> str:
         for x in r["runs"]:
             groups.setdefault((x["variant"], x["threads"]), []).append(x)
         base = {k[1]: np.median([x["total_cpu_s"] for x in v]) for k, v in groups.items()
-                if k[0] == "previous"}
+                if k[0] == "current"}
         for (name, th), xs in groups.items():
             med = lambda k: float(np.median([x[k] for x in xs]))
             peak = next((x["peak_bytes"] for x in xs if "peak_bytes" in x), None)
@@ -112,7 +115,7 @@ def render(res: dict) -> str:
                          f"{med('lookup_cpu_s'):.2f} / {med('lookup_s'):.2f}",
                          f"{med('total_cpu_s'):.2f} / {med('total_s'):.2f}",
                          f"{min(x['total_s'] for x in xs):.2f}",
-                         f"{base[th] / med('total_cpu_s'):.2f}x" if name != "previous" else "",
+                         f"{base[th] / med('total_cpu_s'):.2f}x" if name != "current" else "",
                          f"{peak / 2**20:,.0f}" if peak else "",
                          f"{np.median([x['load_avg'] for x in xs]):.1f}"])
     mem = []
@@ -124,10 +127,11 @@ def render(res: dict) -> str:
                     f"{r['checkpoint_bytes'] / 2**20:,.0f}" if "checkpoint_bytes" in r else "-"])
     c = res["config"]
     return "\n".join([
-        f"# Epoch draw at scale: packed guide table vs the previous guide + CDF reads "
+        f"# Epoch draw at scale: the current draw vs draw.py of {c['baseline']} "
         f"(ceil(1.2 N) draws, medians of {c['repeats']} interleaved repeats)", "",
         md_table(["N", "variant", "threads", "build CPU / wall (s)", "lookup CPU / wall (s)",
-                  "draw CPU / wall (s)", "best wall (s)", "CPU speed-up", "peak MiB (draw)",
+                  "draw CPU / wall (s)", "best wall (s)", "CPU time of current / this",
+                  "peak MiB (draw)",
                   "load avg"], rows), "",
         "Memory (MiB): the hardness state by rule, the draw an actor caches and sends, and the "
         "hardness part of a checkpoint (`torch.save` of the state dict):", "",

@@ -5,32 +5,27 @@
 across the whole float64 CDF for every draw (18 s at n = 10^7 on the project's 2-core VM,
 ``benchmarks/results/hardness_scale.md``); it also computes ``p`` in float64 with libm's scalar
 ``pow``. This module keeps the inverse CDF -- the index drawn for a uniform ``u`` is the first
-``i`` with ``cdf[i] > u * top`` (``top``: the float just below the total), what a binary
-search returns -- and makes it cheap:
+``i`` with ``cdf[i] > u * top`` (``top``: the float just below the total), exactly what a
+binary search returns -- and makes it cheap:
 
 - **Scores in float32, summed in float64.** ``(h+eps)^tau (1+lam b)`` in float32 (a SIMD
   ``pow``, 16x faster than float64's; relative error ~1e-7, far below what sampling can tell),
   cumulated chunk by chunk into a float64 CDF, so the sum keeps its precision at 10^8 terms.
-- **A packed guide table instead of binary search.** With ``G = n`` equal cells over
-  ``[0, total)``, ``guide[c]`` is the number of CDF values below cell ``c``; a target ``t`` in
-  cell ``c`` has its answer in ``[guide[c], guide[c+1]]``. Each cell is one 64-bit word:
-  ``guide[c]``, how many CDF values lie in the cell (0, 1, or 2 for "more") and where the
-  first of them lies in the cell (30 bits). A target in a cell with none or one value is
-  answered by that word alone -- one random read per draw -- and only a target past the first
-  value of a cell with several steps through the CDF (14 % of the draws for the
-  benchmark's state; at n = 10^8 every random read is a cache miss of ~25 ns on this VM, so
-  reads are what a draw costs). The answer is the first ``i`` with ``cdf[i] > t``, what a
-  binary search returns, except within 2^-30 of a cell's mass around a cell's first value.
-  Built in streaming passes (cumulative sum; each CDF value's cell, the guide filled by
-  ``np.repeat`` since cells only rise; the words): no sort, no search.
+- **A guide table instead of binary search.** With ``G = n`` equal cells over ``[0, total)``,
+  ``guide[c]`` is the number of CDF values below cell ``c``; a target ``t`` in cell ``c``
+  has its answer in ``[guide[c], guide[c+1]]``, found by stepping from ``guide[c]`` through
+  the CDF values inside that cell. One random read of the guide and about 1.5 of the CDF per
+  draw, instead of ~27 dependent reads of a search. Built in two streaming passes (cumulative
+  sum; then each CDF value's cell, the guide filled by ``np.repeat`` since cells only rise):
+  no sort, no search.
 - **Fixed tiles of draws, each its own seeded stream.** Tile ``k`` (``TILE`` draws) takes its
   uniforms from ``default_rng([seed, epoch, k])``, so the draw is a pure function of
   ``(seed, epoch, h, b, tau, lam)``: identical on every rank and in every process, whatever the
   number of threads (tiles run on a thread pool; numpy releases the GIL in its array loops).
 
-Memory while drawing n samples ``m`` times: the CDF (8n bytes), the packed guide (8n; the
-int32 guide, 4n, while building) and the output (8m, int64); e.g. 1.6 GB + 0.96 GB at
-n = 10^8, m = 1.2 x 10^8. Nothing but the output outlives the call.
+Memory while drawing n samples ``m`` times: the CDF (8n bytes), the guide table (4n, int32)
+and the output (8m, int64); e.g. 1.2 GB + 0.96 GB at n = 10^8, m = 1.2 x 10^8. Nothing but
+the output outlives the call.
 """
 from __future__ import annotations
 
@@ -44,57 +39,32 @@ __all__ = ["TILE", "GuideTable", "build_table", "draw_indices", "weighted_draw"]
 
 TILE = 1 << 16     # draws per seeded stream: part of the definition (changing it changes draws)
 CHUNK = 1 << 20    # samples per cache-sized step while building the table
-BLOCK = 1 << 16    # cells per step while packing the guide (a dozen temporaries: L2-sized)
-
-
-FRAC_BITS = 30
-_LOW = np.uint64(0xFFFFFFFF)
-_FRAC = np.uint64((1 << FRAC_BITS) - 1)
 
 
 class GuideTable:
-    """Float64 CDF of the scores plus the packed guide table over ``len(cdf) + 1`` equal cells.
+    """Float64 CDF of the scores plus the guide table over ``len(cdf)`` equal cells."""
 
-    Cell ``c`` holds ``guide[c] << 32 | min(k, 2) << 30 | frac``: ``guide[c]`` the number of
-    CDF values below the cell, ``k`` how many lie in it, ``frac`` where the first of them lies
-    in the cell (30 bits). A target in a cell with ``k <= 1`` is thus answered by that one word;
-    only targets past the first value of a cell with ``k >= 2`` read the CDF.
-    """
-
-    def __init__(self, cdf: np.ndarray, packed: np.ndarray):
-        self.cdf, self.packed = cdf, packed
+    def __init__(self, cdf: np.ndarray, guide: np.ndarray):
+        self.cdf, self.guide = cdf, guide
         self.n = int(cdf.shape[0])
         self.total = float(cdf[-1])
         self.scale = self.n / self.total               # cell of a value x: floor(x * scale)
         self.top = float(np.nextafter(self.total, 0))  # targets are u * top: below total
 
-    @property
-    def guide(self) -> np.ndarray:
-        return (self.packed >> np.uint64(32)).astype(np.int64)
-
     def lookup(self, u: np.ndarray) -> np.ndarray:
         """Inverse CDF of uniforms ``u`` in [0, 1): the first ``i`` with ``cdf[i] > u * top``
-        (``top``: the float just below ``total``, so that no product rounds up to it), up to
-        the 30-bit position of a cell's first CDF value (2^-30 of a cell's mass)."""
+        (``top``: the float just below ``total``, so that no product rounds up to it)."""
         t = u * self.top                     # < total: the scan below always ends before n
-        x = t * self.scale
-        c = x.astype(np.int64)
-        x -= c                               # the target's place in its cell, [0, 1)
-        x *= float(1 << FRAC_BITS)
-        e = self.packed[c]                   # the one random read of most draws
-        low = e & _LOW
-        past = x >= (low & _FRAC)            # at or past the cell's first CDF value
-        k = low >> np.uint64(FRAC_BITS)      # CDF values in the cell, 0, 1 or 2 (= more)
-        e >>= np.uint64(32)
-        i = e.view(np.int64)
-        i += past & (k == 1)                 # k = 0: guide[c]; k = 1: the one value decides
-        # k >= 2 and past the first value: step from guide[c] while cdf[i] <= t (every value
-        # of a later cell is > t, since x -> floor(x * scale) is monotone in floating point;
-        # the step stops before n since cdf[n-1] = total > t)
-        act = np.flatnonzero(past & (k == 2))
+        c = (t * self.scale).astype(np.intp)
+        i = self.guide[c].astype(np.intp)
+        # Every CDF value of a cell before c is < t, and every one of a cell after c is > t
+        # (x -> floor(x * scale) is monotone in floating point), so the answer is guide[c] or
+        # one of the following values inside cell c: step while cdf[i] <= t. The step stops
+        # by itself at the first value of a later cell, and before n (cdf[n-1] = total > t).
+        act = np.flatnonzero(self.cdf[i] <= t)
         while act.size:
-            act = act[self.cdf[i[act]] <= t[act]]
             i[act] += 1
+            act = act[self.cdf[i[act]] <= t[act]]
         return i
 
 
@@ -141,25 +111,7 @@ def build_table(h: np.ndarray, b: np.ndarray, tau: float, lam: float, eps: float
                                                   reps)
         last = int(cells[-1])
     guide[last + 1:] = n
-    # packed[c] = guide[c] << 32 | min(k_c, 2) << 30 | frac_c, cell by cell
-    packed = np.empty(n + 1, dtype=np.uint64)
-    one = float(1 << FRAC_BITS)
-    for s in range(0, n + 1, BLOCK):
-        g = guide[s:s + BLOCK + 1]
-        k = np.diff(g)                                     # CDF values in each cell
-        first = cdf[np.minimum(g[:-1], n - 1)]             # the first of them (if any)
-        pos = first * scale
-        pos -= np.arange(s, s + k.size)                    # its place in the cell, [0, 1)
-        pos *= one
-        np.clip(pos, 0, one - 1, out=pos)
-        e = pos.astype(np.uint64)
-        e[k == 0] = 0
-        np.minimum(k, 2, out=k)
-        e |= k.astype(np.uint64) << np.uint64(FRAC_BITS)
-        e |= g[:-1].astype(np.uint64) << np.uint64(32)
-        packed[s:s + k.size] = e
-    del guide
-    return GuideTable(cdf, packed)
+    return GuideTable(cdf, guide)
 
 
 def tile_rng(seed: int, epoch: int, tile: int) -> np.random.Generator:
