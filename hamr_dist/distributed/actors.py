@@ -76,7 +76,7 @@ class HardnessService:
         self._cond: asyncio.Condition | None = None
         self._workers: dict[int, dict] = {}
         self._stats = {"updates": 0, "samples": 0, "stale_dropped": 0, "duplicates": 0,
-                       "apply_s": 0.0, "sessions": 0}
+                       "apply_s": 0.0, "sessions": 0, "messages": 0, "busy_s": 0.0}
 
     # -- session ----------------------------------------------------------------------------
     def _condition(self) -> asyncio.Condition:
@@ -114,6 +114,7 @@ class HardnessService:
 
     # -- updates ----------------------------------------------------------------------------
     async def update(self, gen: str, rank: int, seq: int, indices, w) -> None:
+        self._stats["messages"] += 1
         if gen != self._gen:
             self._stats["stale_dropped"] += 1
             return
@@ -130,6 +131,8 @@ class HardnessService:
 
     async def update_many(self, gen: str, rank: int, seq0: int, parts: list) -> None:
         """Steps ``seq0, seq0+1, ...`` of ``rank`` in one message: ``parts[k] = (indices, w)``."""
+        t0 = time.perf_counter()
+        self._stats["messages"] += 1
         if gen != self._gen:
             self._stats["stale_dropped"] += len(parts)
             return
@@ -144,6 +147,7 @@ class HardnessService:
             self._apply_ready()
             async with self._condition():
                 self._condition().notify_all()
+        self._stats["busy_s"] += time.perf_counter() - t0
 
     def _apply_ready(self) -> None:
         t0 = time.perf_counter()
@@ -393,7 +397,7 @@ class NeighbourService:
                                               device="cuda" if self.use_gpu else "cpu")
             self._index = build_index(self._emb, num_shards=c.num_index_shards,
                                       use_gpu=self.use_gpu, kind=c.knn_index, nlist=c.knn_nlist,
-                                      nprobe=c.knn_nprobe)
+                                      nprobe=c.knn_nprobe, pq_m=c.knn_pq_m)
             self._cfg = c
             self.stats["prepare_s"] = round(time.perf_counter() - t0, 3)
         return {"n": int(self._emb.shape[0]), "dim": int(self._emb.shape[1]), **self.stats}
