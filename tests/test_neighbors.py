@@ -182,3 +182,29 @@ def test_use_gpu_falls_back_for_approximate_indexes(caplog, kind):
     with caplog.at_level("WARNING"):
         index = build_index(_clustered(n=1000), kind=kind, nlist=8, use_gpu=True)
     assert index.ntotal == 1000 and "no GPU" in caplog.text
+
+
+@pytest.mark.parametrize("meta_set", ["copy", "move"])
+def test_neighbour_actor_maps_the_prepared_float16_embeddings(tmp_path, meta_set):
+    """The neighbour actor's body (no Ray needed) over a prepared folder with embeddings: it
+    keeps them float16 and memory-mapped when it trains on every prepared row (a subset, when
+    the meta set is moved out), and its index gives the boost of the float32 path."""
+    from test_prepare import write_corpus
+
+    from hamr_dist.config import TrainConfig
+    from hamr_dist.data.prepare import prepare
+    from hamr_dist.distributed.actors import NeighbourService
+    from hamr_dist.train.prepared_setup import prepared_embeddings, training_rows
+    src = write_corpus(tmp_path / "src", "cls", n=120)
+    prep = prepare(str(src), tmp_path / "prep", max_seq_length=16, embed=True)
+    cfg = TrainConfig(data=str(prep), meta_set=meta_set, progress=False, mlflow=False,
+                      cache_dir=str(tmp_path / "cache"))
+    svc = NeighbourService(cfg.to_dict())
+    info = svc.prepare()
+    assert svc._emb.dtype == np.float16
+    assert isinstance(svc._emb, np.memmap) == (meta_set == "copy")
+    ref = prepared_embeddings(cfg, training_rows(cfg))           # float32, in memory
+    assert info["n"] == len(ref)
+    h = np.random.default_rng(0).random(len(ref)).astype(np.float32)
+    np.testing.assert_array_equal(neighbour_boost(svc._index, svc._emb, h, 0.2, 5),
+                                  neighbour_boost(build_index(ref), ref, h, 0.2, 5))

@@ -389,8 +389,15 @@ class NeighbourService:
             if is_prepared(cfg.data):        # the prepared embeddings, memory-mapped
                 from ..data.prepared import Prepared
                 from ..train.prepared_setup import prepared_embeddings, training_rows
-                c = cfg.resolved(Prepared(cfg.data).task)
-                self._emb = prepared_embeddings(cfg, training_rows(cfg))
+                p = Prepared(cfg.data)
+                c = cfg.resolved(p.task)
+                rows, emb = training_rows(cfg), p.embeddings(cfg.embedder)
+                if emb is None:
+                    self._emb = prepared_embeddings(cfg, rows)
+                elif np.array_equal(rows, np.arange(len(emb))):
+                    self._emb = emb          # float16, memory-mapped: the index reads it in chunks
+                else:                        # a subset (meta set moved out): float16 rows
+                    self._emb = np.asarray(emb[np.asarray(rows, dtype=np.int64)])
             else:
                 texts, c = training_texts(cfg)
                 self._emb = cached_embeddings(texts, model=c.embedder, cache_dir=c.cache_dir,
