@@ -1,7 +1,9 @@
-"""Neighbour-boost time for exact and approximate (IVF) FAISS indexes, with recall@10 of the
-approximate one against exact (synthetic clustered embeddings, d = 384, 20 % hard, k = 10).
+"""Neighbour-boost time for exact and approximate (IVF, IVF-PQ) FAISS indexes, with recall@10 of
+the approximate ones against exact (synthetic clustered embeddings, d = 384, 20 % hard, k = 10)
+and the memory each index holds.
 
     python -m benchmarks.neighbours --sizes 100000 1000000 --nlist 1000 --nprobes 8 32
+    python -m benchmarks.neighbours --kinds ivf ivfpq --pq-m 48 96 --sizes 100000
 
 Exact search at N = 10^6 costs 2*10^5 queries x 10^6 rows; on a small CPU it would take most
 of an hour, so above --exact-query-cap queries the exact time is measured on a random sample
@@ -58,22 +60,35 @@ def one_size(n, args, rng):
         row["flat_boost_s"], _ = timed(lambda: neighbour_boost(flat, emb, h, args.hard_ratio, args.k),
                                       args.repeats)
 
-    t = time.perf_counter()
-    ivf = build_index(emb, kind="ivf", nlist=args.nlist)
-    row["ivf_build_s"] = time.perf_counter() - t
-    row["ivf_nlist"] = int(ivf.nlist)
-    default_nprobe = int(ivf.nprobe)
+    row["flat_index_mib"] = index_mib(flat)
     row["ivf"] = []
-    for nprobe in args.nprobes or [default_nprobe]:
-        ivf.nprobe = nprobe
-        boost_s, _ = timed(lambda: neighbour_boost(ivf, emb, h, args.hard_ratio, args.k), args.repeats)
-        approx_ids = ivf.search(emb[sample], args.k + 1)[1]
-        row["ivf"].append({"nprobe": nprobe, "default": nprobe == default_nprobe, "boost_s": boost_s,
-                           "speedup_vs_exact": row["flat_boost_s"] / boost_s,
-                           "recall_at_10": recall_at_k(approx_ids[:, 1:], exact_ids[:, 1:])})
-        print(f"N={n} nprobe={nprobe}: {boost_s:.2f} s, recall@10 {row['ivf'][-1]['recall_at_10']:.3f}",
-              file=sys.stderr)
+    variants = [(kind, None) for kind in args.kinds if kind != "ivfpq"]
+    variants += [("ivfpq", m) for m in (args.pq_m or [None]) if "ivfpq" in args.kinds]
+    for kind, pq_m in variants:
+        t = time.perf_counter()
+        ivf = build_index(emb, kind=kind, nlist=args.nlist, pq_m=pq_m)
+        build_s = time.perf_counter() - t
+        default_nprobe = int(ivf.nprobe)
+        label = kind if pq_m is None and kind != "ivfpq" else f"ivfpq m={ivf.pq.M}"
+        for nprobe in args.nprobes or [default_nprobe]:
+            ivf.nprobe = nprobe
+            boost_s, _ = timed(lambda: neighbour_boost(ivf, emb, h, args.hard_ratio, args.k), args.repeats)
+            approx_ids = ivf.search(emb[sample], args.k + 1)[1]
+            row["ivf"].append({"index": label, "nlist": int(ivf.nlist), "nprobe": nprobe,
+                               "default": nprobe == default_nprobe, "build_s": build_s,
+                               "boost_s": boost_s, "index_mib": index_mib(ivf),
+                               "speedup_vs_exact": row["flat_boost_s"] / boost_s,
+                               "recall_at_10": recall_at_k(approx_ids[:, 1:], exact_ids[:, 1:])})
+            print(f"N={n} {label} nprobe={nprobe}: {boost_s:.2f} s, recall@10 "
+                  f"{row['ivf'][-1]['recall_at_10']:.3f}", file=sys.stderr)
+        del ivf
     return row
+
+
+def index_mib(index) -> float:
+    """What the index holds in memory, as FAISS serialises it (vectors or codes, ids, lists)."""
+    import faiss
+    return faiss.serialize_index(index).nbytes / 2**20
 
 
 def render_md(res) -> str:
@@ -81,15 +96,17 @@ def render_md(res) -> str:
     for r in res["rows"]:
         exact = f"{r['flat_boost_s']:.2f}" + (" (extrapolated)" if r["flat_boost_extrapolated"] else "")
         for v in r["ivf"]:
-            rows.append([r["n"], r["hard_queries"], exact, f"{r['ivf_nlist']}/{v['nprobe']}",
-                         f"{r['ivf_build_s']:.1f}", f"{v['boost_s']:.2f}", f"{v['speedup_vs_exact']:.1f}x",
-                         f"{v['recall_at_10']:.3f}"])
+            rows.append([r["n"], r["hard_queries"], exact, f"{r['flat_index_mib']:,.0f}", v["index"],
+                         f"{v['nlist']}/{v['nprobe']}", f"{v['build_s']:.1f}", f"{v['boost_s']:.2f}",
+                         f"{v['speedup_vs_exact']:.1f}x", f"{v['recall_at_10']:.3f}",
+                         f"{v['index_mib']:,.0f}"])
     c = res["config"]
     return "\n".join([
-        f"# Neighbour boost: exact vs IVF (d={c['dim']}, k={c['k']}, hard ratio {c['hard_ratio']}, "
-        f"median of {c['repeats']} repeat(s))", "",
-        md_table(["N", "hard queries", "exact boost (s)", "IVF nlist/nprobe", "IVF build (s)",
-                  "IVF boost (s)", "speed-up", "recall@10 vs exact"], rows), "",
+        f"# Neighbour boost: exact vs IVF and IVF-PQ (d={c['dim']}, k={c['k']}, hard ratio "
+        f"{c['hard_ratio']}, median of {c['repeats']} repeat(s))", "",
+        md_table(["N", "hard queries", "exact boost (s)", "exact index (MiB)", "approximate index",
+                  "nlist/nprobe", "build (s)", "boost (s)", "speed-up", "recall@10 vs exact",
+                  "index (MiB)"], rows), "",
         f"Exact times marked extrapolated were measured on {c['exact_query_cap']} sampled hard "
         "queries and scaled linearly; recall is measured on the same sampled queries.", "",
         "## Provenance", "", environment_md(res["environment"]),
@@ -103,9 +120,10 @@ def render_png(res, path):
     fig, ax = plt.subplots(figsize=(6, 4.2))
     ns = [r["n"] for r in res["rows"]]
     ax.plot(ns, [r["flat_boost_s"] for r in res["rows"]], "o-k", label="exact (flat)")
-    for nprobe in sorted({v["nprobe"] for r in res["rows"] for v in r["ivf"]}):
-        pts = [(r["n"], v) for r in res["rows"] for v in r["ivf"] if v["nprobe"] == nprobe]
-        ax.plot([p[0] for p in pts], [p[1]["boost_s"] for p in pts], "s--", label=f"IVF nprobe={nprobe}")
+    for key in sorted({(v["index"], v["nprobe"]) for r in res["rows"] for v in r["ivf"]}):
+        pts = [(r["n"], v) for r in res["rows"] for v in r["ivf"] if (v["index"], v["nprobe"]) == key]
+        ax.plot([p[0] for p in pts], [p[1]["boost_s"] for p in pts], "s--",
+                label=f"{key[0]} nprobe={key[1]}")
         for n, v in pts:
             ax.annotate(f"R={v['recall_at_10']:.2f}", (n, v["boost_s"]), fontsize=7,
                         textcoords="offset points", xytext=(4, -10))
@@ -132,6 +150,10 @@ def main(argv=None):
     p.add_argument("--nlist", type=int, default=None, help="IVF lists (default: the package's 4*sqrt(N))")
     p.add_argument("--nprobes", type=int, nargs="+", default=None,
                    help="IVF lists searched per query, one measurement each (default: the package's)")
+    p.add_argument("--kinds", nargs="+", default=["ivf"], choices=["ivf", "ivfpq"],
+                   help="approximate indexes to measure against exact")
+    p.add_argument("--pq-m", type=int, nargs="+", default=None,
+                   help="IVF-PQ bytes per vector, one measurement each (default: the package's d/8)")
     p.add_argument("--name", default="neighbours")
     args = p.parse_args(argv)
     rng = np.random.default_rng(0)

@@ -95,12 +95,15 @@ def test_neighbour_benchmark_small(tmp_path, monkeypatch):
     from benchmarks import neighbours
     monkeypatch.setattr(neighbours, "RESULTS", tmp_path)
     neighbours.main(["--sizes", "2000", "--nlist", "16", "--nprobes", "2", "16", "--repeats", "1",
-                     "--name", "nb"])
+                     "--kinds", "ivf", "ivfpq", "--pq-m", "96", "--name", "nb"])
     res = json.loads((tmp_path / "nb.json").read_text())
     (row,) = res["rows"]
     assert row["hard_queries"] == 400 and not row["flat_boost_extrapolated"]
-    recall = {v["nprobe"]: v["recall_at_10"] for v in row["ivf"]}
-    assert recall[16] == pytest.approx(1.0) and recall[2] <= recall[16]
+    recall = {(v["index"], v["nprobe"]): v["recall_at_10"] for v in row["ivf"]}
+    assert recall["ivf", 16] == pytest.approx(1.0) and recall["ivf", 2] <= recall["ivf", 16]
+    assert 0 < recall["ivfpq m=96", 16] <= 1 and ("ivfpq m=96", 2) in recall
+    size = {v["index"]: v["index_mib"] for v in row["ivf"]}
+    assert size["ivfpq m=96"] < size["ivf"] < 1.2 * row["flat_index_mib"]
     assert (tmp_path / "nb.png").stat().st_size > 0 and "recall@10" in (tmp_path / "nb.md").read_text()
 
 
