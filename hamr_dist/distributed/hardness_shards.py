@@ -6,10 +6,14 @@ One hardness actor applies every update of every worker; per update it pays a Ra
 near 1,000-1,400 updates/s (``benchmarks/results/hardness_scale.md``), about what 64 GPUs at
 10 steps/s send. Two levers, independent and combinable:
 
-- **Batched messages.** :class:`ShardedHardnessClient` keeps ``batch_steps`` consecutive steps
-  of its rank and sends them as one ``update_many`` message (and at once before any read, so a
-  read still sees every update before it). The actor's per-message cost is paid once per
-  ``batch_steps`` steps.
+- **Batched messages.** :class:`ShardedHardnessClient` keeps consecutive steps of its rank and
+  sends them as one ``update_many`` message per shard (and at once before any read, so a read
+  still sees every update before it). A worker sends one message per ``batch_steps`` steps on
+  average whatever the number of shards S: it sends each shard its parts of ``S *
+  batch_steps`` steps at once. So the Ray calls a worker makes do not grow with S, and each
+  shard receives 1/S of the messages (and 1/S of the indices) the single actor would: the
+  per-message cost, which dominates the actor's time at a worker's batch sizes, is split
+  over the shards like the EMA work (``benchmarks/results/hardness_throughput.md``).
 - **Shards by index range.** Samples ``[lo_j, hi_j)`` live in shard actor ``j`` (a
   :class:`HardnessShard`, i.e. the ordinary ``HardnessService`` over that range). A step's
   ``(indices, w_post)`` is split by range, order kept, and every shard receives every step of
@@ -182,7 +186,8 @@ def create_hardness_shards(name: str, n: int, shards: int, *, scheduling_strateg
 class ShardedHardnessClient:
     """:class:`~hamr_dist.sampling.hardness.HardnessStore` over hardness shards, one per rank.
 
-    ``update`` buffers; every ``batch_steps`` steps the buffer is split by shard and sent, one
+    ``update`` buffers; every ``S * batch_steps`` steps (S shards: one message per
+    ``batch_steps`` steps on average) the buffer is split by shard and sent, one
     ``update_many`` message per shard, without waiting (finished messages are reaped, which
     surfaces errors; at most ``max_inflight`` per shard are outstanding). Every read first sends
     what is buffered, then blocks until each shard has applied all steps before this rank's.
@@ -194,6 +199,7 @@ class ShardedHardnessClient:
             raise ValueError(f"batch_steps must be >= 1, got {batch_steps}")
         self.shards, self.gens, self.rank = shards, list(generations), int(rank)
         self.batch_steps, self.max_inflight = int(batch_steps), int(max_inflight)
+        self._every = self.batch_steps * len(shards.actors)     # steps per send
         self.opts = dict(opts or {})
         self.seq = 0                       # steps of this rank so far (buffered included)
         self._sent = 0                     # steps already sent
@@ -206,22 +212,27 @@ class ShardedHardnessClient:
         self._buf.append((np.asarray(indices, dtype=np.int64).ravel(),
                           np.asarray(w_post, dtype=np.float32).ravel()))
         self.seq += 1
-        if len(self._buf) >= self.batch_steps:
+        if len(self._buf) >= self._every:
             self._send()
 
     def _send(self) -> None:
         if not self._buf:
             return
         bounds, S = self.shards.bounds, len(self.shards.actors)
-        per_shard: list[list] = [[] for _ in range(S)]
-        for idx, w in self._buf:
-            if S == 1:
-                per_shard[0].append((idx, w))
-                continue
+        if S == 1:
+            per_shard = [self._buf]
+        else:       # all steps at once: a stable sort by shard keeps (step, position) order
+            k = len(self._buf)
+            idx = np.concatenate([i for i, _ in self._buf])
+            w = np.concatenate([x for _, x in self._buf])
             sid = np.searchsorted(bounds, idx, side="right") - 1
-            for j in range(S):
-                sel = np.flatnonzero(sid == j)              # order within the step kept
-                per_shard[j].append((idx[sel] - bounds[j], w[sel]))
+            step = np.repeat(np.arange(k), [i.size for i, _ in self._buf])
+            order = np.argsort(sid, kind="stable")
+            idx, w = idx[order] - bounds[sid[order]], w[order]
+            cut = np.cumsum(np.bincount(sid * k + step, minlength=S * k))[:-1]
+            idx, w = np.split(idx, cut), np.split(w, cut)  # part (j, t) at j * k + t
+            per_shard = [list(zip(idx[j * k:(j + 1) * k], w[j * k:(j + 1) * k]))
+                         for j in range(S)]
         for a, gen, parts in zip(self.shards.actors, self.gens, per_shard):
             self._inflight.append(a.update_many.remote(gen, self.rank, self._sent, parts))
         self._sent += len(self._buf)
