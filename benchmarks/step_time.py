@@ -60,15 +60,19 @@ def option_config(name: str) -> dict:
 
 
 class Clock:
-    def __init__(self, device):
+    """Wall time (``cpu=False``), or the CPU time of this thread: with ``--threads 1`` every
+    operation runs on it, so that is the step's work whatever else the machine runs."""
+
+    def __init__(self, device, cpu: bool = False):
         self.cuda = device.type == "cuda"
+        self.now = time.thread_time if cpu else time.perf_counter
         self.t = self.sync_now()
         self.parts = {}
 
     def sync_now(self):
         if self.cuda:
             torch.cuda.synchronize()
-        return time.perf_counter()
+        return self.now()
 
     def mark(self, name):
         now = self.sync_now()
@@ -197,7 +201,7 @@ def run(args) -> dict:
         idx = np.random.default_rng(rep).integers(0, 100_000, args.batch_size)
         for k in order:
             v = variants[k]
-            clock = Clock(device)
+            clock = Clock(device, cpu=args.clock == "cpu")
             start = clock.t
             for _ in range(v["period"]):      # a whole period: every/reuse cost varies per step
                 if "plan" not in v:
@@ -242,7 +246,8 @@ def environment(device) -> dict:
 
 
 def markdown(res) -> str:
-    lines = [f"Step time, full fine-tuning, batch {res['config']['batch_size']}, seq len "
+    clock = "thread CPU time" if res["config"].get("clock") == "cpu" else "wall time"
+    lines = [f"Step time ({clock}), full fine-tuning, batch {res['config']['batch_size']}, seq len "
              f"{res['config']['seq_len']}, device {res['environment']['device']} "
              f"({res['environment']['gpu'] or res['environment']['hardware']['platform']}), "
              f"{res['config']['repeats']} repeats; parts in ms per step (a period's mean for "
@@ -270,6 +275,9 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="cpu: this thread's CPU time instead of wall time (CPU device, --threads 1): "
+                        "the step's own work, unaffected by other jobs on a shared machine")
     p.add_argument("--random-init", action="store_true",
                    help="the encoder's architecture (--model's config, default MiniLM-L6) with "
                         "random weights: same step time, no weights needed (e.g. a bare GPU box)")
@@ -278,6 +286,8 @@ def main(argv=None):
     p.add_argument("--name", default=None, help="result file stem (default step_time_<device>)")
     p.add_argument("--out-dir", default=str(Path(__file__).parent / "results"))
     args = p.parse_args(argv)
+    if args.clock == "cpu" and (args.device != "cpu" or args.threads != 1):
+        p.error("--clock cpu needs --device cpu and --threads 1 (all work on one thread)")
     t0 = time.time()
     res = run(args)
     res["config"] = vars(args)
