@@ -120,6 +120,8 @@ class TrainConfig:
     knn_nprobe: int | None = opt(None, "IVF lists searched per query (default: a tenth of the lists)")
     knn_pq_m: int | None = opt(None, "IVF-PQ: sub-quantizers (bytes of code) per sample; must divide "
                                "the embedding dimension (default: dimension / 8, 48 for 384)")
+    knn_rerank: int = opt(0, "IVF-PQ: take R*(k+1) candidates per query and keep the k+1 nearest "
+                          "by the exact embeddings (0: off); see benchmarks/results/neighbours_ivfpq.md")
     oversample_ratio: float = opt(1.2, "resampling methods draw ceil(r N) samples per epoch")
     meta_set: str = opt("copy", "balanced meta set: copy drawn train samples or move them out", ["copy", "move"])
     ner_sample_loss: str = opt("max", "NER per-sentence training loss weighted by HAMR (hardness always uses max)",
@@ -206,6 +208,9 @@ class TrainConfig:
             ("knn_nprobe", self.knn_nprobe is None or self.knn_nprobe >= 1, "must be >= 1"),
             ("knn_pq_m", self.knn_pq_m is None or self.knn_pq_m >= 1, "must be >= 1"),
             ("knn_pq_m", self.knn_pq_m is None or self.knn_index == "ivfpq",
+             "applies to --knn-index ivfpq only: add --knn-index ivfpq or drop it"),
+            ("knn_rerank", self.knn_rerank >= 0, "must be >= 0"),
+            ("knn_rerank", self.knn_rerank == 0 or self.knn_index == "ivfpq",
              "applies to --knn-index ivfpq only: add --knn-index ivfpq or drop it"),
             ("num_workers", self.num_workers >= 0, "must be >= 0"),
             ("max_failures", self.max_failures >= -1, "must be >= -1"),

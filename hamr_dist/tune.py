@@ -558,7 +558,7 @@ def _first_effective_epoch(name: str, cfg: TrainConfig) -> int:
     if name in ("tau", "gamma", "hardness_rule", "hardness_epoch_gamma"):
         return 2
     if name in ("lam", "k", "hard_ratio", "knn_build_freq", "knn_index", "knn_nlist",
-                "knn_nprobe", "knn_pq_m", "num_index_shards"):
+                "knn_nprobe", "knn_pq_m", "knn_rerank", "num_index_shards"):
         return cfg.knn_build_freq + 1
     return 1
 

@@ -418,7 +418,8 @@ class NeighbourService:
         if h.shape[0] != self._emb.shape[0]:
             raise HamrError(f"hardness covers {h.shape[0]} samples but {self._emb.shape[0]} "
                             "were embedded: the actors were built from different data")
-        b = neighbour_boost(self._index, self._emb, h, rho=self._cfg.hard_ratio, k=self._cfg.k)
+        b = neighbour_boost(self._index, self._emb, h, rho=self._cfg.hard_ratio, k=self._cfg.k,
+                            rerank=self._cfg.knn_rerank)
         ray.get(hardness_actor.set_boost.remote(generation, b))
         self.stats["refreshes"] += 1
         self.stats["last_refresh_s"] = round(time.perf_counter() - t0, 4)

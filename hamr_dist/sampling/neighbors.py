@@ -23,6 +23,7 @@ __all__ = ["normalize", "load_embeddings", "build_index", "hard_indices", "neigh
 
 INDEX_KINDS = ("flat", "ivf", "ivfpq")
 ADD_CHUNK = 1 << 16        # rows normalised and added to an index at a time
+RERANK_CHUNK = 1 << 11     # queries re-ranked at a time (their candidates' rows are read)
 
 log = logging.getLogger(__name__)
 
@@ -208,12 +209,26 @@ def hard_indices(h: np.ndarray, rho: float) -> np.ndarray:
     return np.argsort(-h.astype(np.float64), kind="stable")[:k]
 
 
+def _rerank(x: np.ndarray, cand: np.ndarray, emb, kk: int) -> np.ndarray:
+    """The ``kk`` best of each query's candidate ids by exact inner product with the rows of
+    ``emb`` (read once per distinct id, in file order)."""
+    rows, inv = np.unique(np.maximum(cand, 0), return_inverse=True)
+    vec = normalize(np.asarray(emb[rows]))
+    sims = np.einsum("qd,qkd->qk", x, vec[inv.reshape(cand.shape)])
+    sims[cand < 0] = -np.inf                      # -1: fewer hits than asked
+    best = np.argsort(-sims, axis=1, kind="stable")[:, :kk]
+    return np.take_along_axis(cand, best, axis=1)
+
+
 def neighbour_boost(index, emb: np.ndarray, h: np.ndarray, rho: float = 0.2,
-                    k: int = 10) -> np.ndarray:
+                    k: int = 10, rerank: int = 0) -> np.ndarray:
     """b_i = occurrences of i among the k nearest neighbours of the hard samples, / max.
 
     Searches k+1 and drops the query's own id; if an approximate index missed the query
     itself (or exact duplicates pushed it out), the last hit is dropped instead.
+    ``rerank`` R > 1: the index proposes R (k+1) candidates per query and the k+1 nearest of
+    them by exact inner product with ``emb`` are kept (for IVF-PQ, whose code distances are
+    coarse where neighbours are close together).
     """
     h = np.asarray(h).ravel()
     n = h.size
@@ -222,14 +237,17 @@ def neighbour_boost(index, emb: np.ndarray, h: np.ndarray, rho: float = 0.2,
     if q.size == 0 or k <= 0:
         return b
     kk = min(k + 1, index.ntotal)
+    kc = min(kk * rerank, index.ntotal) if rerank > 1 else kk
     # queries in chunks, rows read in file order (a memory-mapped emb) and put back in q's order
     ids = np.empty((q.size, kk), dtype=np.int64)
-    for s in range(0, q.size, ADD_CHUNK):
-        part = q[s:s + ADD_CHUNK]
+    step = RERANK_CHUNK if kc > kk else ADD_CHUNK
+    for s in range(0, q.size, step):
+        part = q[s:s + step]
         order = np.argsort(part, kind="stable")
         x = np.empty((part.size, emb.shape[1]), dtype=np.float32)
         x[order] = normalize(np.asarray(emb[part[order]]))
-        ids[s:s + part.size] = index.search(x, kk)[1]
+        found = index.search(x, kc)[1]
+        ids[s:s + part.size] = _rerank(x, found, emb, kk) if kc > kk else found
     drop = ids == q[:, None]
     no_self = ~drop.any(axis=1)
     drop[no_self, -1] = True

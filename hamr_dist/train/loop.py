@@ -81,7 +81,7 @@ def local_boost(s: Setup) -> Callable[[np.ndarray], np.ndarray]:
                announce=len(emb) >= 20000):
         index = build_index(emb, num_shards=c.num_index_shards, kind=c.knn_index,
                             nlist=c.knn_nlist, nprobe=c.knn_nprobe, pq_m=c.knn_pq_m)
-    return lambda h: neighbour_boost(index, emb, h, rho=c.hard_ratio, k=c.k)
+    return lambda h: neighbour_boost(index, emb, h, rho=c.hard_ratio, k=c.k, rerank=c.knn_rerank)
 
 
 def lazy(make: Callable[[], Callable]) -> Callable:
