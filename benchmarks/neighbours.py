@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-from hamr_dist.sampling.neighbors import (_rerank, build_index, hard_indices, neighbour_boost, normalize,
-                                         recall_at_k)
+from hamr_dist.sampling.neighbors import (_rerank, build_index, hard_indices, load_embeddings,
+                                         neighbour_boost, normalize, recall_at_k)
 
 from .common import RESULTS, environment, environment_footer, environment_md, md_table, save_png, write_json, write_text
 
@@ -44,7 +44,11 @@ def timed(fn, repeats):
 
 
 def one_size(n, args, rng):
-    emb = clustered(n, args.dim, max(10, n // 1000), seed=n)
+    if args.embeddings:        # real embeddings (a .npy, memory-mapped), in memory as float32
+        emb = normalize(load_embeddings(args.embeddings))
+        n = len(emb)
+    else:
+        emb = clustered(n, args.dim, max(10, n // 1000), seed=n)
     h = rng.random(n).astype(np.float32)
     q = hard_indices(h, args.hard_ratio)
     sample = q if len(q) <= args.exact_query_cap else rng.choice(q, args.exact_query_cap, replace=False)
@@ -108,8 +112,8 @@ def render_md(res) -> str:
                          f"{v['index_mib']:,.0f}"])
     c = res["config"]
     return "\n".join([
-        f"# Neighbour boost: exact vs IVF and IVF-PQ (d={c['dim']}, k={c['k']}, hard ratio "
-        f"{c['hard_ratio']}, median of {c['repeats']} repeat(s))", "",
+        f"# Neighbour boost: exact vs IVF and IVF-PQ ({'embeddings ' + c['embeddings'] if c.get('embeddings') else 'synthetic clustered, d=' + str(c['dim'])}, "
+        f"k={c['k']}, hard ratio {c['hard_ratio']}, median of {c['repeats']} repeat(s))", "",
         md_table(["N", "hard queries", "exact boost (s)", "exact index (MiB)", "approximate index",
                   "nlist/nprobe", "build (s)", "boost (s)", "speed-up", "recall@10 vs exact",
                   "index (MiB)"], rows), "",
@@ -163,11 +167,14 @@ def main(argv=None):
     p.add_argument("--rerank", type=int, nargs="+", default=None,
                    help="IVF-PQ: candidates re-ranked by exact inner product, R*(k+1) per query "
                         "(one measurement each; default: none)")
+    p.add_argument("--embeddings", default=None,
+                   help="a [N, d] .npy of real embeddings to measure on instead of synthetic ones "
+                        "(--sizes is then ignored)")
     p.add_argument("--name", default="neighbours")
     args = p.parse_args(argv)
     rng = np.random.default_rng(0)
     t0 = time.time()
-    rows = [one_size(n, args, rng) for n in args.sizes]
+    rows = [one_size(n, args, rng) for n in (args.sizes if not args.embeddings else [0])]
     res = {"config": vars(args), "environment": environment(), "rows": rows,
            "wall_time_s": round(time.time() - t0, 1),
            "command": "python -m benchmarks.neighbours " + " ".join(argv if argv is not None else sys.argv[1:])}
