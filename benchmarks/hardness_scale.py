@@ -123,8 +123,11 @@ def render_throughput(res) -> str:
                   "messages (all shards)", "actor busy (s, per shard)",
                   "of which applying (s, per shard)"], rows), "",
         "Seconds: from the common start until the last sender's read of h (which waits until "
-        "every update is applied). Actor busy: time inside update messages (deserialised "
-        "arguments to return), applying: the store update itself.", ""])
+        "every update is applied). Steps per message: K, the client's --hardness-batch-steps; "
+        "with S shards a worker sends each shard its parts of S x K steps at once (one Ray call "
+        "per K steps on average). Actor busy: wall time inside update messages (awaits "
+        "included), applying: the store update itself (wall time; the shards share the cores "
+        "with the senders).", ""])
 
 
 def main(argv=None):
