@@ -21,7 +21,9 @@ Phases (each in a fresh process, so that its peak RSS is its own):
 - ``prepare_ray``: ``hamr prepare`` of the corpus on a local Ray (Ray Data, tiny encoder as
   tokenizer and embedder), peak RSS of every process of the run (driver, Ray's own, workers);
 - ``train_ray``: a 2-worker ``hamr train --data PREPARED --max-steps 200`` of the tiny encoder:
-  seconds from the start to the first step, peak RSS of every process.
+  seconds from the start to the first step, peak RSS of every process;
+- ``train_ray_synth``: the same on a prepared folder written directly (random token ids and
+  embeddings, ``synthetic_prepared``), for sizes this machine cannot prepare in the time.
 
     python -m benchmarks.scale                       # the committed table (about 30 minutes)
     python -m benchmarks.scale --phases draw --draw-sizes 10000 100000000
@@ -142,14 +144,14 @@ def phase_prepare_ray(n: int, root: Path) -> dict:
             "bytes_on_disk": sum(f.stat().st_size for f in out.rglob("*") if f.is_file())}
 
 
-def phase_train_ray(n: int, root: Path) -> dict:
+def phase_train_ray(n: int, root: Path, prepared: Path | None = None) -> dict:
     """``hamr train --data PREPARED --model <tiny> --num-workers 2 --max-steps 200`` (full
     fine-tuning, the default method): when the first step happens after the command starts."""
     import dataclasses
 
     from hamr_dist.config import TrainConfig
     from hamr_dist.distributed.trainer import train_distributed
-    model, prepared = tiny_encoder(root), root / f"prepared-{n}"
+    model, prepared = tiny_encoder(root), prepared or root / f"prepared-{n}"
     if not (prepared / "manifest.json").is_file():
         phase_prepare_ray(n, root)
     out = root / f"train-out-{n}"
@@ -169,6 +171,60 @@ def phase_train_ray(n: int, root: Path) -> dict:
             "worker_setup_s": w["t_setup_done"] - w["t_worker_start"],
             "train_s": w["t_train_done"] - w["t_setup_done"],
             "test_macro_f1": m["test"]["macro_f1"]}
+
+
+def synthetic_prepared(n: int, root: Path) -> Path:
+    """A prepared folder of ``n`` training records written directly (random token ids of 8-40
+    tokens, 8 falling classes, random unit embeddings), with dev and test of the 10^5 corpus
+    prepared by ``hamr prepare``: what ``prepare_ray`` would write, without its cost, so the
+    training side can be measured at sizes this machine cannot prepare in time."""
+    import shutil
+
+    from hamr_dist.data.mapped import TokenWriter
+    from hamr_dist.data.prepare import embeddings_file
+    src, out = root / "prepared-100000", root / f"prepared-synthetic-{n}"
+    if (out / "manifest.json").is_file():
+        return out
+    if not (src / "manifest.json").is_file():
+        phase_prepare_ray(100_000, root)
+    tmp = root / f".prepared-synthetic-{n}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for split in ("dev", "test"):
+        shutil.copytree(src / split, tmp / split)
+    m = json.loads((src / "manifest.json").read_text())
+    rng = np.random.default_rng(0)
+    w = TokenWriter(tmp / "train", "cls", m["pad_id"])
+    weights = 0.6 ** np.arange(len(m["label_names"]))
+    emb_path = embeddings_file(tmp, m["embeddings"][0]["embedder"])
+    emb_path.parent.mkdir(parents=True)
+    emb = np.lib.format.open_memmap(emb_path, mode="w+", dtype=np.float16,
+                                    shape=(n, m["embeddings"][0]["dim"]))
+    for s in range(0, n, 1_000_000):
+        k = min(1_000_000, n - s)
+        lengths = rng.integers(8, 41, k)
+        labels = rng.choice(len(weights), size=k, p=weights / weights.sum())
+        labels[:len(weights)] = np.arange(len(weights))
+        w.add_flat(rng.integers(1000, 30000, int(lengths.sum())).astype(np.int32), lengths,
+                   labels)
+        e = rng.standard_normal((k, emb.shape[1])).astype(np.float32)
+        emb[s:s + k] = e / np.linalg.norm(e, axis=1, keepdims=True)
+    emb.flush()
+    del emb
+    w.close({"truncated": 0, "dropped_words": 0})
+    np.save(tmp / "train" / "cut.npy", np.zeros(n, np.uint8))
+    (tmp / "train" / "text.bin").write_bytes(b"")
+    np.save(tmp / "train" / "text_offsets.npy", np.zeros(n + 1, np.int64))
+    m["splits"]["train"] = {"n": n, "tokens": w.tokens, "truncated": 0, "dropped_words": 0}
+    m["source"] = f"synthetic token ids ({n} records)"
+    (tmp / "manifest.json").write_text(json.dumps(m, indent=1))
+    tmp.replace(out)
+    return out
+
+
+def phase_train_ray_synth(n: int, root: Path) -> dict:
+    """``train_ray`` on ``synthetic_prepared(n)``: the training side at any N."""
+    return phase_train_ray(n, root, synthetic_prepared(n, root))
 
 
 class _FirstUpdate(InMemoryHardness):
@@ -327,8 +383,9 @@ def phase_mapped(n: int, root: Path) -> dict:
 
 PHASES = {"prepare": phase_prepare, "setup": phase_setup, "draw": phase_draw,
           "boost": phase_boost, "updates": phase_updates, "mapped": phase_mapped,
-          "prepare_ray": phase_prepare_ray, "train_ray": phase_train_ray}
-TREE_PHASES = ("prepare_ray", "train_ray")      # many processes: every one's RSS is watched
+          "prepare_ray": phase_prepare_ray, "train_ray": phase_train_ray,
+          "train_ray_synth": phase_train_ray_synth}
+TREE_PHASES = ("prepare_ray", "train_ray", "train_ray_synth")   # every process's RSS watched
 
 
 def _tree_rss(root_pid: int) -> dict[int, tuple[str, float, float]]:
@@ -444,10 +501,12 @@ def report(res: dict) -> str:
                             ("boost", "wall_s", "peak_rss_mb"),
                             ("mapped", "batch_ms", "reader_peak_rss_mb"),
                             ("prepare_ray", "wall_s", "max_process_rss_mb"),
-                            ("train_ray", "first_step_s", "max_process_rss_mb")):
+                            ("train_ray", "first_step_s", "max_process_rss_mb"),
+                            ("train_ray_synth", "first_step_s", "max_process_rss_mb")):
         rows = sorted(by.get(phase, []), key=lambda r: r["n"])
         name = {"first_step_s": "first step", "prepare_ray": "hamr prepare (Ray Data)",
-                "train_ray": "2-worker train: first step"}.get(
+                "train_ray": "2-worker train: first step",
+                "train_ray_synth": "2-worker train: first step (folder written directly)"}.get(
             key if phase == "setup" else phase, phase)
         for r in rows:
             extra = ""
@@ -486,7 +545,7 @@ def report(res: dict) -> str:
                          "shared by the workers of a node)")
             lines.append([name, f"{r['n']:,}", f(r.get(key)), f(r.get(mem), 0), extra])
         s_t, s_m = slope(rows, key), slope(rows, mem)
-        if s_t is not None and phase not in ("mapped", "train_ray"):       # a batch's cost does not grow with N
+        if s_t is not None and phase not in ("mapped", "train_ray", "train_ray_synth"):       # a batch's cost does not grow with N
             lines.append([name, "per sample", f"{1e6 * s_t:.1f} µs", f"{1e3 * s_m:.2f} KB"
                           if s_m is not None else "-", "slope between the two largest sizes"])
     parts += [md_table(["phase", "N", "wall (s)", "peak RSS (MB)", "detail"], lines), ""]
@@ -518,13 +577,16 @@ def main(argv=None) -> int:
     p.add_argument("--mapped-sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     p.add_argument("--ray-sizes", type=int, nargs="+", default=[100_000, 1_000_000],
                    help="corpus sizes for hamr prepare (Ray Data) and the 2-worker train")
+    p.add_argument("--synth-sizes", type=int, nargs="+", default=[1_000_000],
+                   help="training records of the directly written prepared folder "
+                        "(train_ray_synth)")
     p.add_argument("--workdir", default=None, help="corpora, encoder, caches (default: a temp dir)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per phase run")
     p.add_argument("--out", default=str(RESULTS / "scale"), help="results path without suffix")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the markdown table from the JSON results")
     p.add_argument("--update", action="store_true",
-                   help="keep the other runs of an existing result file (rerun some phases)")
+                   help="keep the other runs (phase and size) of an existing result file")
     args = p.parse_args(argv)
     if args.child:
         child(args.child[0], int(args.child[1]), args.child[2])
@@ -537,14 +599,14 @@ def main(argv=None) -> int:
     res = {"benchmark": "scale", "date": time.strftime("%Y-%m-%d %H:%M"),
            "environment": environment(), "config": vars(args), "runs": []}
     old = read_json(Path(args.out + ".json")) if args.update else None
-    keep = [r for r in (old or {}).get("runs", []) if r["phase"] not in args.phases]
     plan = []
     for ph in args.phases:
         sizes = {"prepare": args.sizes, "setup": args.sizes, "draw": args.draw_sizes,
                  "boost": args.boost_sizes, "updates": [args.updates_n],
                  "mapped": args.mapped_sizes, "prepare_ray": args.ray_sizes,
-                 "train_ray": args.ray_sizes}[ph]
+                 "train_ray": args.ray_sizes, "train_ray_synth": args.synth_sizes}[ph]
         plan += [(ph, n) for n in sizes]
+    keep = [r for r in (old or {}).get("runs", []) if (r["phase"], r["n"]) not in plan]
     for ph, n in plan:
         load = [round(x, 2) for x in os.getloadavg()]
         r = run_child(ph, n, root, args.timeout)
