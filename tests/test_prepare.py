@@ -263,3 +263,30 @@ def test_frozen_features_are_cached_and_read_memory_mapped(tmp_path):
     np.testing.assert_array_equal(off, ref_off)
     b = s.train.batches([3, 7])
     np.testing.assert_allclose(b["features"][0, :off[4] - off[3]], flat[off[3]:off[4]])
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "hf"])
+def test_parquet_and_saved_hf_datasets_prepare_as_load_data_reads_them(tmp_path, fmt):
+    import datasets
+    src = write_corpus(tmp_path / "src", "cls", n=120)
+    data = load_data(src)
+    names = data.label_names
+    dd = datasets.DatasetDict({
+        k: datasets.Dataset.from_dict(
+            {"text": [r["text"] for r in getattr(data, s)],
+             "label": [r["label"] for r in getattr(data, s)]},
+            features=datasets.Features({"text": datasets.Value("string"),
+                                        "label": datasets.ClassLabel(names=names)}))
+        for k, s in (("train", "train"), ("validation", "dev"), ("test", "test"))})
+    folder = tmp_path / fmt
+    if fmt == "hf":
+        dd.save_to_disk(str(folder))
+    else:
+        folder.mkdir()
+        for k, ds in dd.items():
+            ds.to_parquet(str(folder / f"{k}.parquet"))
+    ref = load_data(folder)
+    p = Prepared(prepare(str(folder), tmp_path / "prep", embed=False, max_seq_length=16))
+    assert p.label_names == ref.label_names == names
+    assert [int(x) for x in p.labels("train")] == [r["label"] for r in ref.train]
+    assert p.texts("test") == [r["text"] for r in ref.test]
