@@ -16,12 +16,13 @@ from .evaluate import eval_logits
 from .setup import train_groups
 
 
-def hardness_options(s) -> dict:
-    """InMemoryHardness options of a run (the actor gets the same at ``begin``)."""
+def hardness_options(s, groups=None) -> dict:
+    """InMemoryHardness options of a run (the actor gets the same at ``begin``); ``groups``:
+    the training samples' classes when the caller has them already."""
     c = s.cfg
     opts = {"rule": c.hardness_rule or "ema", "epoch_gamma": c.hardness_epoch_gamma}
     if s.method.class_prior:
-        groups = train_groups(s)
+        groups = groups if groups is not None else train_groups(s)
         opts["prior"] = class_prior(groups, c.class_prior_power).astype(np.float32)
     return opts
 
@@ -34,9 +35,9 @@ def probe_losses(model, batches, idx: np.ndarray, batch_size: int) -> np.ndarray
 
 
 class EpochDiagnostics:
-    def __init__(self, s):
+    def __init__(self, s, groups=None):
         self.s = s
-        self.groups = train_groups(s)
+        self.groups = groups if groups is not None else train_groups(s)
         self.probe = probe_indices(len(s.train.batches), s.cfg.probe_size, s.cfg.seed)
 
     def __call__(self, model, store, draw, h, weights, tau: float, lam: float) -> tuple[dict, dict]:

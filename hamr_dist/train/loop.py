@@ -32,7 +32,7 @@ from .diagnose import EpochDiagnostics, hardness_options
 from .evaluate import eval_logits, evaluate
 from .lnr import flip_labels
 from .precision import Precision
-from .setup import Setup, build, embedding_texts
+from .setup import Setup, build, embedding_texts, train_groups
 
 log = logging.getLogger("hamr_dist")
 
@@ -156,9 +156,10 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
     n_train = len(s.train.batches)
     device = next(model.parameters()).device
 
+    groups = train_groups(s)        # once: hamr-cb's class prior and the diagnostics
     store = rt.hardness if rt.hardness is not None else InMemoryHardness(
-        n_train, gamma=c.gamma, **hardness_options(s))
-    diag = EpochDiagnostics(s) if rt.chief else None
+        n_train, gamma=c.gamma, **hardness_options(s, groups))
+    diag = EpochDiagnostics(s, groups) if rt.chief else None
     relabel = None          # lnr: the re-balanced training labels, after the warm-up
     boost = (rt.boost or lazy(lambda: local_boost(s))) if m.knn else None
     params = [p for p in model.parameters() if p.requires_grad]
