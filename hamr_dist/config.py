@@ -82,10 +82,9 @@ class TrainConfig:
                              "entry each step, renormalise); see docs/hardness.md",
                              ["ema", "debiased-ema", "epoch-ema", "decay-all"])
     hardness_epoch_gamma: float = opt(0.5, "decay per epoch of --hardness-rule epoch-ema")
-    class_prior_power: float | None = opt(None, "hamr-cb: sampling prior n_c^-power of the sample's "
-                                          "class (NER: its rarest entity type); 1 balances the "
-                                          "classes, 0.5 is square-root sampling, 0 turns it off "
-                                          "(default: 1 classification, 0 NER; docs/hardness.md)")
+    class_prior_power: float = opt(1.0, "hamr-cb: sampling prior n_c^-power of the sample's class "
+                                   "(NER: its rarest entity type); 1 balances the classes, 0.5 is "
+                                   "square-root sampling, 0 turns it off")
     meta_loss: str = opt("mean", "meta objective on the balanced meta set: mean (the paper's mean "
                          "cross-entropy) or balanced (mean over the classes of each class's mean "
                          "loss; NER: per entity type, O one class)", ["mean", "balanced"])
@@ -125,10 +124,9 @@ class TrainConfig:
                           "by the exact embeddings (0: off); see benchmarks/results/neighbours_ivfpq.md")
     oversample_ratio: float = opt(1.2, "resampling methods draw ceil(r N) samples per epoch")
     meta_set: str = opt("copy", "balanced meta set: copy drawn train samples or move them out", ["copy", "move"])
-    ner_sample_loss: str | None = opt(None, "NER per-sentence training loss that the meta weights "
-                                      "multiply (hardness always uses max; default: max for hamr "
-                                      "and its ablations as the paper, mean for hamr-cb)",
-                                      ["max", "mean"])
+    ner_sample_loss: str = opt("max", "NER per-sentence training loss that the meta weights multiply "
+                               "(hardness always uses max); mean wins on converged runs, max on "
+                               "short budgets (docs/hardness.md)", ["max", "mean"])
     cache_dir: str | None = opt(None, "embedding/feature cache (default $HAMR_CACHE or ~/.cache/hamr_dist)")
     progress: bool = opt(True, "show a progress bar")
     # Ray (hamr_dist.distributed): --num-workers > 0 trains with Ray Train
@@ -172,12 +170,6 @@ class TrainConfig:
             c.lam = 0.1 if task == "ner" else 0.7
         if c.hardness_rule is None:    # chosen on dev: benchmarks/results/quality_probe.md
             c.hardness_rule = "debiased-ema" if get_method(c.method).class_prior else "ema"
-        # chosen on dev (docs/hardness.md): on NER, hamr-cb trains on the sentence's mean token
-        # loss, and a sentence is no sample of one class, so the class prior is off there
-        if c.class_prior_power is None:
-            c.class_prior_power = 0.0 if task == "ner" else 1.0
-        if c.ner_sample_loss is None:
-            c.ner_sample_loss = "mean" if get_method(c.method).class_prior else "max"
         if c.meta_update_lr is None:
             c.meta_update_lr = c.learning_rate if c.freeze_encoder else 2e-4
         if c.meta_batch_size is None:
@@ -201,8 +193,7 @@ class TrainConfig:
             ("tau", self.tau > 0, "must be > 0"),
             ("gamma", 0 <= self.gamma < 1, "must be in [0, 1)"),
             ("hardness_epoch_gamma", 0 <= self.hardness_epoch_gamma < 1, "must be in [0, 1)"),
-            ("class_prior_power", self.class_prior_power is None or self.class_prior_power >= 0,
-             "must be >= 0"),
+            ("class_prior_power", self.class_prior_power >= 0, "must be >= 0"),
             ("dice_alpha", self.dice_alpha >= 0, "must be >= 0"),
             ("dice_smooth", self.dice_smooth >= 0, "must be >= 0"),
             ("lnr_warmup_epochs", self.lnr_warmup_epochs >= 1, "must be >= 1"),

@@ -202,16 +202,3 @@ def test_draw_shares_reach_mlflow_keys_and_a_plot(tmp_path):
     made = make_plots(tmp_path, {"history": [rec, {**rec, "epoch": 2}]})
     assert (tmp_path / "plots" / "draw_share.png") in made
 
-
-def test_task_defaults_of_hamr_and_hamr_cb():
-    """hamr keeps the paper's NER loss (the sentence's max token CE); hamr-cb trains on the
-    mean token loss and draws NER sentences without a class prior (chosen on dev,
-    docs/hardness.md); explicit values win."""
-    got = {(t, m): (c.class_prior_power, c.ner_sample_loss, c.hardness_rule)
-           for t in ("cls", "ner") for m in ("hamr", "hamr-cb")
-           for c in [TrainConfig(method=m).resolved(t)]}
-    assert got[("ner", "hamr")][1:] == ("max", "ema")
-    assert got[("ner", "hamr-cb")] == (0.0, "mean", "debiased-ema")
-    assert got[("cls", "hamr-cb")][0] == 1.0
-    c = TrainConfig(method="hamr-cb", class_prior_power=0.5, ner_sample_loss="max").resolved("ner")
-    assert (c.class_prior_power, c.ner_sample_loss) == (0.5, "max")
