@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from hamr_dist.data.io import (EXTENSIONS, SPLIT_NAMES, _classlabel_names, _is_hf_saved,
+from hamr_dist.data.io import (EXTENSIONS, SPLIT_NAMES, _classlabel_names, _is_hf_saved, split_file,
                                _looks_like_hub_name, _one_line, _read_csv, _read_json_array,
                                _read_json_lines)
 from hamr_dist.data.schema import RawSplit
@@ -86,15 +86,7 @@ def plan(source: str, chunk_bytes: int = CHUNK_BYTES, chunk_rows: int = CHUNK_RO
     for split, stems in SPLIT_NAMES.items():
         found = [(f"{root}/{s}{e}", f"{shown}/{s}{e}") for s in stems for e in EXTENSIONS
                  if _is_file(filesystem, f"{root}/{s}{e}")]
-        if not found:
-            raise DataError(f"no {split} split", file=shown,
-                            hint=f"add {stems[0]}.json, .jsonl, .parquet or .csv"
-                                 + (" (or validation.*)" if split == "dev" else ""))
-        if len(found) > 1:
-            raise DataError(f"several files for the {split} split: "
-                            + ", ".join(Path(p).name for p, _ in found), file=shown,
-                            hint="keep only one of them")
-        path, shown_file = found[0]
+        path, shown_file = split_file(found, split, shown, name=lambda f: Path(f[0]).name)
         key = shown_file if not local else path       # what read_chunk opens (_fs)
         out += _plan_file(filesystem, path, shown_file, key, split, chunk_bytes)
     return out

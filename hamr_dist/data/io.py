@@ -56,19 +56,26 @@ def _one_line(e: BaseException) -> str:
 
 # ---------------------------------------------------------------- folders of files
 
+def split_file(found: list, split: str, folder, name=lambda p: Path(p).name):
+    """The one file of ``split`` among ``found`` (the candidates present in ``folder``), else
+    the one-line error; ``name`` gives a candidate's file name for the message."""
+    if not found:
+        stem = SPLIT_NAMES[split][0]
+        raise DataError(f"no {split} split", file=folder,
+                        hint=f"add {stem}.json, .jsonl, .parquet or .csv"
+                             + (" (or validation.*)" if split == "dev" else ""))
+    if len(found) > 1:
+        raise DataError(f"several files for the {split} split: "
+                        + ", ".join(name(p) for p in found), file=folder,
+                        hint="keep only one of them")
+    return found[0]
+
+
 def _read_folder(folder: Path) -> dict[str, RawSplit]:
     splits = {}
     for split, stems in SPLIT_NAMES.items():
         found = [p for s in stems for e in EXTENSIONS if (p := folder / (s + e)).is_file()]
-        if not found:
-            raise DataError(f"no {split} split", file=folder,
-                            hint=f"add {stems[0]}.json, .jsonl, .parquet or .csv"
-                                 + (" (or validation.*)" if split == "dev" else ""))
-        if len(found) > 1:
-            raise DataError(f"several files for the {split} split: "
-                            + ", ".join(p.name for p in found), file=folder,
-                            hint="keep only one of them")
-        splits[split] = _read_file(found[0], split)
+        splits[split] = _read_file(split_file(found, split, folder), split)
     return splits
 
 

@@ -183,6 +183,7 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
                             every=c.meta_every, reuse=c.meta_reuse, fuse=c.meta_fuse,
                             features_ok=not c.freeze_encoder and parse_scope(c.meta_scope) == "head")
 
+    meta_loss_fn = meta_objective(s) if m.meta else None      # built once, not per step
     start_epoch, history, best, best_state, bad_total = 0, [], None, None, 0
     if rt.resume:
         st = rt.resume
@@ -238,7 +239,8 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
                 step += 1
                 idx = mine[start:start + c.per_device_train_batch_size]
                 out = train_step(s, model, opt, wnet, wnet_opt, idx, meta_batches, rt,
-                                 amp=amp, plan=plan, step=step - 1, relabel=relabel)
+                                 amp=amp, plan=plan, step=step - 1, relabel=relabel,
+                                 meta_loss_fn=meta_loss_fn)
                 if out is None:                       # non-finite: skipped
                     bad += 1; bad_total += 1
                     if bad >= c.max_bad_steps:
@@ -317,11 +319,13 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
 
 def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runtime, *,
                amp: Precision | None = None, plan: MetaSchedule | None = None,
-               step: int | None = None, relabel: np.ndarray | None = None):
+               step: int | None = None, relabel: np.ndarray | None = None,
+               meta_loss_fn: Callable | None = None):
     """One step; returns (loss, hardness signal or None), or None when skipped as non-finite.
     ``amp``: mixed precision (default fp32); ``plan``: the meta schedule (``--meta-every``,
     ``--meta-reuse``, ``--meta-fuse``; default: a meta update with a fresh meta batch every
-    step); ``step``: the run's 0-based step, the phase of ``--meta-every``."""
+    step); ``step``: the run's 0-based step, the phase of ``--meta-every``; ``meta_loss_fn``:
+    the meta objective (default: ``meta_objective(s)``, built per call)."""
     c, m = s.cfg, s.method
     amp = amp or Precision()
     device = next(model.parameters()).device
@@ -351,7 +355,8 @@ def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runt
     signal = None
     if m.meta and plan.due:
         r = meta_step(model, wnet, wnet_opt, train_l, plan.meta_batch(model, amp.autocast),
-                      meta_objective(s), s.scope_names, alpha=c.meta_update_lr, kind=m.meta,
+                      meta_loss_fn or meta_objective(s), s.scope_names,
+                      alpha=c.meta_update_lr, kind=m.meta,
                       w_min=c.w_min, w_max=c.w_max,
                       sync=rt.all_reduce_mean if rt.world_size > 1 else None,
                       signal=hard if ner else None, autocast=amp.autocast, scaler=amp.scaler)

@@ -19,8 +19,8 @@ from ..data.tokenize import IGNORE, Encoded, TokenBatches
 from ..embeddings import model_fingerprint
 from ..errors import ConfigError
 from ..methods import get_method
-from ..model import HamrModel, default_model, load_encoder, scope_parameter_names
-from .setup import Setup, Split, pick_device
+from ..model import default_model, scope_parameter_names
+from .setup import Setup, Split, build_model, pick_device
 
 log = logging.getLogger("hamr_dist")
 
@@ -117,8 +117,6 @@ def training_rows(cfg: TrainConfig) -> np.ndarray:
 
 
 def build_prepared(cfg: TrainConfig, device=None) -> Setup:
-    import torch
-
     from ..progress import phase
     p = Prepared(cfg.data)
     check_options(cfg, p)
@@ -132,11 +130,7 @@ def build_prepared(cfg: TrainConfig, device=None) -> Setup:
     train_rows, dev_rows, test_rows, drawn, meta_info, keep = training_view(cfg, p)
 
     scope = parse_scope(cfg.meta_scope)
-    eager = method.meta is not None and scope != "head" and not cfg.freeze_encoder
-    tok, enc = load_encoder(cfg.model, eager=eager)
-    torch.manual_seed(cfg.seed)
-    model = HamrModel(enc, p.task, len(p.label_names), cfg.head_hidden, cfg.dropout,
-                      cfg.pooling).to(pick_device(device))
+    tok, model = build_model(cfg, method, p.task, len(p.label_names), device)
 
     with phase(f"opening the prepared dataset {cfg.data} ({len(keep)} training samples)",
                announce=len(keep) >= 100_000):

@@ -83,6 +83,16 @@ def pick_device(device=None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def build_model(cfg: TrainConfig, method: Method, task: str, n_labels: int, device=None):
+    """(tokenizer, model) of a run, seeded, on its device."""
+    # Double backward through attention needs the eager kernel; head-only scope never does.
+    eager = method.meta is not None and parse_scope(cfg.meta_scope) != "head" and not cfg.freeze_encoder
+    tok, enc = load_encoder(cfg.model, eager=eager)
+    torch.manual_seed(cfg.seed)
+    model = HamrModel(enc, task, n_labels, cfg.head_hidden, cfg.dropout, cfg.pooling)
+    return tok, model.to(pick_device(device))
+
+
 def build(cfg: TrainConfig, data=None, device=None) -> Setup:
     if data is None and cfg.data:
         # one data path: raw data is prepared once into the cache, then memory-mapped
@@ -96,12 +106,7 @@ def build(cfg: TrainConfig, data=None, device=None) -> Setup:
     meta_records, train_records, meta_info = build_meta_set(data, mode=cfg.meta_set, seed=cfg.seed)
 
     scope = parse_scope(cfg.meta_scope)
-    # Double backward through attention needs the eager kernel; head-only scope never does.
-    eager = method.meta is not None and scope != "head" and not cfg.freeze_encoder
-    tok, enc = load_encoder(cfg.model, eager=eager)
-    torch.manual_seed(cfg.seed)
-    model = HamrModel(enc, data.task, len(data.label_names), cfg.head_hidden, cfg.dropout,
-                      cfg.pooling).to(pick_device(device))
+    tok, model = build_model(cfg, method, data.task, len(data.label_names), device)
 
     splits = {}
     parts = [("train", train_records), ("meta", meta_records), ("dev", data.dev), ("test", data.test)]
