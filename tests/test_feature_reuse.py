@@ -10,6 +10,8 @@ from hamr_dist.data.io import load_data
 from hamr_dist.data.synthetic import make_synthetic
 
 from hamr_dist.config import TrainConfig
+from hamr_dist.data.tokenize import TokenBatches
+from hamr_dist.train import features
 from hamr_dist.train import setup as setup_mod
 from hamr_dist.train.features import compute_features
 
@@ -41,14 +43,14 @@ def test_meta_features_gathered_equal_encoded(tmp_path, task, monkeypatch):
         (tmp_path / "ner").mkdir()
         data = ner_folder(tmp_path / "ner")
     calls = []
-    real = setup_mod.cached_features
-    monkeypatch.setattr(setup_mod, "cached_features", lambda m, b, *a: calls.append(len(b)) or real(m, b, *a))
+    real = features.cached_features
+    monkeypatch.setattr(features, "cached_features", lambda m, b, *a: calls.append(len(b)) or real(m, b, *a))
     s = setup_mod.build(TrainConfig(freeze_encoder=True, cache_dir=str(tmp_path / "cache"), seed=3), data=data)
     assert s.meta_info["drawn"] > 0               # the meta split holds training samples too
     assert len(calls) == 3                        # train, dev, test: the meta split was gathered
     got = s.meta.batches
-    ref = compute_features(s.model, setup_mod.TokenBatches(s.meta.encoded.ds, s.tokenizer.pad_token_id or 0,
-                                                           data.task))
+    ref = compute_features(s.model, TokenBatches(s.meta.encoded.ds, s.tokenizer.pad_token_id or 0,
+                                                 data.task))
     if data.task == "cls":
         np.testing.assert_allclose(got.x.numpy(), ref, atol=1e-5)
     else:

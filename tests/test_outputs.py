@@ -20,8 +20,8 @@ QUICK = ["--freeze-encoder", "--num-train-epochs", "1", "--max-train-samples", "
 
 
 def test_unwritable_output_dir_fails_before_any_work(tmp_path, capsys, monkeypatch):
-    import hamr_dist.train.setup as setup
-    monkeypatch.setattr(setup, "load_corpus", lambda *a: pytest.fail("work began"))
+    import hamr_dist.train.loop as loop
+    monkeypatch.setattr(loop, "build", lambda *a, **k: pytest.fail("work began"))
     (tmp_path / "a_file").write_text("x")
     assert main(["train", "--output-dir", str(tmp_path / "a_file"), *QUICK]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -1,6 +1,7 @@
-"""hamr prepare (data/prepare.py): the prepared folder holds what the in-memory path computes
-(tokens, labels, meta set, embeddings), bad input fails as load_data fails, training from it
-equals training from the records, and the Ray Data pipeline writes the same files."""
+"""hamr prepare (data/prepare.py): the prepared folder holds what the records give when computed
+directly (tokens, labels, meta set, embeddings), bad input fails as load_data fails, training
+from it equals training from the records passed in code, every build reads that one format,
+and the Ray Data pipeline writes the same files."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,7 +19,7 @@ from hamr_dist.data.io import load_data
 from hamr_dist.data.meta_set import build_meta_set
 from hamr_dist.data.prepare import embeddings_file, prepare
 from hamr_dist.data.prepared import Prepared
-from hamr_dist.data.tokenize import encode_records
+from hamr_dist.data.tokenize import TokenBatches, encode_records
 from hamr_dist.errors import DataError
 
 WORDS = ["alpha", "beta", "gamma", "delta", "unbelievably", "x", "Rome", "Oslo", "café"]
@@ -160,9 +161,9 @@ def test_cli_prepare_bad_input_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_cli_prepare_then_train_equals_training_on_the_records(tmp_path, capsys):
-    """hamr prepare + hamr train --data PREPARED == the in-memory path (records given to
-    build), metric for metric: full fine-tuning of a tiny encoder, 2 epochs (the second
-    boosts by neighbours), hamr-cb."""
+    """hamr prepare + hamr train --data PREPARED == the same records given to build in code
+    (prepared into the cache by prepare_records), metric for metric: full fine-tuning of a
+    tiny encoder, 2 epochs (the second boosts by neighbours), hamr-cb."""
     from benchmarks.scale import tiny_encoder
     from hamr_dist.train.loop import train
     model = tiny_encoder(tmp_path)
@@ -178,7 +179,7 @@ def test_cli_prepare_then_train_equals_training_on_the_records(tmp_path, capsys)
     a = train(cfg).metrics
     from hamr_dist.train.setup import build
     s = build(dataclasses.replace(cfg, data=str(src)), data=load_data(src))
-    assert s.train.records is not None                # really the in-memory path
+    assert Path(s.cfg.data).parent == tmp_path / "cache" / "prepared"   # not prep: its own
     b = train(dataclasses.replace(cfg, data=str(src), output_dir=str(tmp_path / "b")),
               setup=s).metrics
     assert a["history"] == b["history"]
@@ -290,3 +291,73 @@ def test_parquet_and_saved_hf_datasets_prepare_as_load_data_reads_them(tmp_path,
     assert p.label_names == ref.label_names == names
     assert [int(x) for x in p.labels("train")] == [r["label"] for r in ref.train]
     assert p.texts("test") == [r["text"] for r in ref.test]
+
+
+@pytest.mark.parametrize("task", ["cls", "ner"])
+def test_records_in_code_train_from_the_prepared_format(tmp_path, tok, task):
+    """One data path: build(cfg, data=records) trains from a memory-mapped prepared folder in
+    the cache, byte for byte the folder hamr prepare writes from the same records in files; its
+    batches, labels, meta set and class weights are those computed from the records directly;
+    a second build reuses the folder."""
+    from hamr_dist.data.mapped import MappedTokens
+    from hamr_dist.losses import entity_groups, icf_weights
+    from hamr_dist.train.setup import build
+    src = write_corpus(tmp_path / "src", task, n=150)
+    data = load_data(src)
+    cfg = TrainConfig(max_seq_length=16, meta_set="move", seed=2, method="icf", progress=False,
+                      mlflow=False, cache_dir=str(tmp_path / "cache"))
+    s = build(cfg, data=data)
+    assert isinstance(s.train.batches, MappedTokens) and s.train.records is None
+    folder = Path(s.cfg.data)
+    assert folder.parent == tmp_path / "cache" / "prepared"
+    ref = prepare(str(src), tmp_path / "prep", max_seq_length=16, embed=False)
+    for split in ("train", "dev", "test"):
+        for f in sorted((ref / split).iterdir()):
+            if f.name != "manifest.json":
+                assert filecmp.cmp(f, folder / split / f.name, shallow=False), (split, f.name)
+    a, b = Prepared(folder).manifest, Prepared(ref).manifest
+    for k in ("task", "label_names", "entity_types", "splits", "options", "pad_id"):
+        assert a[k] == b[k], k
+    # against the records: the meta set drawn as build_meta_set draws it, the training view
+    # without the moved samples, their batches, labels and the ICF weights of their classes
+    meta, train_records, info = build_meta_set(data, mode="move", seed=2)
+    assert s.meta_info == info and info["drawn"] > 0
+    want = TokenBatches(encode_records(train_records, tok, task, 16).ds, tok.pad_token_id, task)
+    idx = np.random.default_rng(0).integers(0, len(want), 50)
+    got, exp = s.train.batches(idx), want(idx)
+    assert len(s.train.batches) == len(want) and all(torch.equal(got[k], exp[k]) for k in exp)
+    key = "label" if task == "cls" else "tags"
+    assert s.meta.records == [{key: r[key]} for r in meta]
+    assert s.dev.records == [{key: r[key]} for r in data.dev]
+    if task == "cls":
+        assert s.train.labels.tolist() == [r["label"] for r in train_records]
+        ys = [r["label"] for r in train_records]
+    else:
+        ys = [t for r in train_records for t in r["tags"]]
+    counts = np.bincount(ys, minlength=len(data.label_names))
+    groups = entity_groups(data.label_names) if task == "ner" else None
+    torch.testing.assert_close(s.class_weights.cpu(), icf_weights(counts, groups=groups))
+    stamp = (folder / "manifest.json").stat().st_mtime_ns
+    assert Path(build(cfg, data=load_data(src)).cfg.data) == folder                  # reused
+    assert (folder / "manifest.json").stat().st_mtime_ns == stamp
+
+
+def test_synthetic_corpus_trains_from_the_prepared_format(tmp_path):
+    """Without --data the built-in corpus, too, is prepared into the cache and memory-mapped;
+    the run sees its records as the generator makes them (meta set, labels, --max-*)."""
+    from hamr_dist.data.mapped import MappedTokens
+    from hamr_dist.data.synthetic import make_synthetic
+    from hamr_dist.train.setup import build
+    cfg = TrainConfig(max_train_samples=500, max_eval_samples=100, seed=4, progress=False,
+                      mlflow=False, cache_dir=str(tmp_path / "cache"))
+    s = build(cfg)
+    assert isinstance(s.train.batches, MappedTokens)
+    assert s.data.source.startswith("synthetic(") and s.cfg.data is not None
+    data = make_synthetic(seed=0)
+    data.train, data.dev, data.test = data.train[:500], data.dev[:100], data.test[:100]
+    meta, train_records, info = build_meta_set(data, seed=4)
+    assert s.meta_info == info
+    assert s.train.labels.tolist() == [r["label"] for r in train_records]
+    assert s.meta.records == [{"label": r["label"]} for r in meta]
+    assert s.test.records == [{"label": r["label"]} for r in data.test]
+    assert Prepared(s.cfg.data).texts("train", range(500)) == [r["text"] for r in train_records]

@@ -228,10 +228,7 @@ def encode_chunk(chunk: Chunk, vocab: dict, tokenizer, max_len: int) -> dict:
             recs = _cls_eval_split(split, names, vocab["int_ids"],
                                    names if vocab["declared"] else None)
             texts, labels = [r["text"] for r in recs], [r["label"] for r in recs]
-        ids, cut = tokenize_cls(texts, tokenizer, max_len)
-        return {"split": [chunk.split] * n, "ids": [np.asarray(x, np.int32) for x in ids],
-                "label": np.asarray(labels, np.int64), "cut": np.asarray(cut, bool),
-                "text": texts}
+        return encode_cls(chunk.split, texts, labels, tokenizer, max_len)
     index = {m: k for k, m in enumerate(names)}
     rep, tokens, tags = _Repairs(), [], []
     for i in range(n):
@@ -243,13 +240,28 @@ def encode_chunk(chunk: Chunk, vocab: dict, tokenizer, max_len: int) -> dict:
                                 hint="fix the tag or add training sentences with that type")
         tokens.append(list(toks))
         tags.append([index[t] for t in tg])
+    return encode_ner(chunk.split, tokens, tags, tokenizer, max_len)
+
+
+def encode_cls(split: str, texts: list[str], labels, tokenizer, max_len: int) -> dict:
+    """Checked CLS records (texts, class ids) as the columns ``encode_chunk`` returns."""
+    ids, cut = tokenize_cls(texts, tokenizer, max_len)
+    return {"split": [split] * len(texts), "ids": [np.asarray(x, np.int32) for x in ids],
+            "label": np.asarray(labels, np.int64), "cut": np.asarray(cut, bool),
+            "text": list(texts)}
+
+
+def encode_ner(split: str, tokens: list[list[str]], tags: list[list[int]], tokenizer,
+               max_len: int) -> dict:
+    """Checked NER records (tokens, tag ids) as the columns ``encode_chunk`` returns."""
     t = tokenize_ner(tokens, tags, tokenizer, max_len)
     words = []
     for lab, wds in zip(t["labels"], t["words"]):
         w = np.full(len(lab), -1, np.int32)
         w[np.asarray(lab) != IGNORE] = wds
         words.append(w)
-    return {"split": [chunk.split] * n, "ids": [np.asarray(x, np.int32) for x in t["input_ids"]],
+    return {"split": [split] * len(tokens),
+            "ids": [np.asarray(x, np.int32) for x in t["input_ids"]],
             "labels": [np.asarray(x, np.int32) for x in t["labels"]], "words": words,
             "tags": [np.asarray(x, np.int32) for x in tags], "cut": np.asarray(t["cut"], bool),
             "lost": np.asarray(t["lost"], np.int64), "text": [" ".join(x) for x in tokens]}
@@ -363,8 +375,7 @@ def prepare(source: str, out: str | Path, *, task: str | None = None, model: str
     from hamr_dist.hub import check_model_source
     check_task(task)
     out = Path(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _tmp_folder(out)
     t0 = time.perf_counter()
     chunks = plan(str(source), chunk_bytes=chunk_bytes)
     task = task or detect_chunk_task(next(c for c in chunks if c.split == "train"))
@@ -372,50 +383,113 @@ def prepare(source: str, out: str | Path, *, task: str | None = None, model: str
     if model:
         check_model_source(model, "--model")
     tok = AutoTokenizer.from_pretrained(minfo["model"])
-    pad_id = tok.pad_token_id or 0
     run = _RayRun(address, num_cpus) if use_ray else None
     try:
         summaries = run.scan(chunks, task) if run else [scan_chunk(c, task) for c in chunks]
         vocab = vocabulary(task, summaries)
         t1 = time.perf_counter()
         n_train = sum(s["n"] for s in summaries if s["split"] == "train")
-        tmp.mkdir(parents=True)
-        writers = {s: _SplitWriter(tmp / s, task, pad_id) for s in SPLITS}
-        emb_info = {"embedder": embedder, **model_info(embedder)} if embed else None
-        emb = None
         batches = (run.encode(chunks, vocab, minfo["model"], max_seq_length, embed, embedder)
                    if run else _local_batches(chunks, vocab, tok, max_seq_length, embed,
                                               embedder))
-        row = 0
-        for b in _by_split(batches):
-            split = b["split"][0]
-            writers[split].add(b)
-            if embed and split == "train":
-                if emb is None:
-                    (tmp / "embeddings").mkdir()
-                    emb = np.lib.format.open_memmap(
-                        tmp / "embeddings" / f"{_fp_name(emb_info)}.npy", mode="w+",
-                        dtype=np.float16, shape=(n_train, b["emb"].shape[1]))
-                emb[row:row + len(b["split"])] = b["emb"]
-                row += len(b["split"])
-            if progress:
-                progress(len(b["split"]))
-        counts = {s: w.close() for s, w in writers.items()}
-        if emb is not None:
-            emb.flush()
-            emb_info["dim"] = int(emb.shape[1])
-            del emb
+        written = _write(tmp, task, tok.pad_token_id or 0, batches, n_train, embed, embedder,
+                         progress)
     finally:
         if run:
             run.close()
-    manifest = {"format": FORMAT, "task": task, "label_names": vocab["label_names"],
-                "entity_types": vocab["entity_types"], "source": str(source),
-                "options": {"max_seq_length": int(max_seq_length), **minfo},
-                "embeddings": [emb_info] if embed else [], "splits": counts,
-                "warnings": vocab["warnings"], "pad_id": int(pad_id),
-                "timing_s": {"vocabulary": round(t1 - t0, 2),
-                             "encode": round(time.perf_counter() - t1, 2)},
-                "ray": bool(use_ray), "chunks": len(chunks)}
+    manifest = _manifest(task, vocab, source, max_seq_length, minfo, tok, written)
+    manifest.update(timing_s={"vocabulary": round(t1 - t0, 2),
+                              "encode": round(time.perf_counter() - t1, 2)},
+                    ray=bool(use_ray), chunks=len(chunks))
+    return _finish(tmp, out, manifest, meta_set, seed, replace)
+
+
+def prepare_records(data, out: str | Path, *, model: str | None = None,
+                    max_seq_length: int = 128, embedder: str | None = None, embed: bool = False,
+                    meta_set: str = "copy", seed: int = 0, replace: bool = True,
+                    batch: int = 10_000) -> Path:
+    """Prepare records already loaded and checked (a ``schema.LoadedData``: records passed in
+    code, the built-in synthetic corpus) into the folder ``out``, in this process. Its label
+    vocabulary is taken as it is (no second validation pass); tokenizing and writing are
+    ``prepare``'s, so the folder is the one ``prepare`` writes for the same records."""
+    from transformers import AutoTokenizer
+    out = Path(out)
+    tmp = _tmp_folder(out)
+    t0 = time.perf_counter()
+    minfo = model_info(model)
+    tok = AutoTokenizer.from_pretrained(minfo["model"])
+
+    def batches():
+        emb = Embed(embedder) if embed else None
+        for split in SPLITS:
+            recs = getattr(data, split)
+            for s in range(0, len(recs), batch):
+                part = recs[s:s + batch]
+                if data.task == "cls":
+                    b = encode_cls(split, [r["text"] for r in part], [r["label"] for r in part],
+                                   tok, max_seq_length)
+                else:
+                    b = encode_ner(split, [list(r["tokens"]) for r in part],
+                                   [list(r["tags"]) for r in part], tok, max_seq_length)
+                yield emb(b) if emb else b
+
+    written = _write(tmp, data.task, tok.pad_token_id or 0, batches(), len(data.train), embed,
+                     embedder, None)
+    vocab = {"label_names": list(data.label_names), "entity_types": list(data.entity_types),
+             "warnings": list(getattr(data, "warnings", []))}
+    manifest = _manifest(data.task, vocab, data.source, max_seq_length, minfo, tok, written)
+    manifest.update(timing_s={"encode": round(time.perf_counter() - t0, 2)}, ray=False,
+                    chunks=0)
+    return _finish(tmp, out, manifest, meta_set, seed, replace)
+
+
+def _tmp_folder(out: Path) -> Path:
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
+def _write(tmp: Path, task: str, pad_id: int, batches, n_train: int, embed: bool, embedder,
+           progress) -> dict:
+    """Write the encoded ``batches`` (in split order) into ``tmp``: the splits' files and, with
+    ``embed``, the training embeddings. Returns the manifest's ``splits`` and ``embeddings``."""
+    tmp.mkdir(parents=True)
+    writers = {s: _SplitWriter(tmp / s, task, pad_id) for s in SPLITS}
+    emb_info = {"embedder": embedder, **model_info(embedder)} if embed else None
+    emb = None
+    row = 0
+    for b in _by_split(batches):
+        split = b["split"][0]
+        writers[split].add(b)
+        if embed and split == "train":
+            if emb is None:
+                (tmp / "embeddings").mkdir()
+                emb = np.lib.format.open_memmap(
+                    tmp / "embeddings" / f"{_fp_name(emb_info)}.npy", mode="w+",
+                    dtype=np.float16, shape=(n_train, b["emb"].shape[1]))
+            emb[row:row + len(b["split"])] = b["emb"]
+            row += len(b["split"])
+        if progress:
+            progress(len(b["split"]))
+    counts = {s: w.close() for s, w in writers.items()}
+    if emb is not None:
+        emb.flush()
+        emb_info["dim"] = int(emb.shape[1])
+        del emb
+    return {"splits": counts, "embeddings": [emb_info] if embed else []}
+
+
+def _manifest(task, vocab, source, max_seq_length, minfo, tok, written) -> dict:
+    return {"format": FORMAT, "task": task, "label_names": vocab["label_names"],
+            "entity_types": vocab["entity_types"], "source": str(source),
+            "options": {"max_seq_length": int(max_seq_length), **minfo},
+            "embeddings": written["embeddings"], "splits": written["splits"],
+            "warnings": vocab["warnings"], "pad_id": int(tok.pad_token_id or 0)}
+
+
+def _finish(tmp: Path, out: Path, manifest: dict, meta_set: str, seed: int,
+            replace: bool) -> Path:
+    """Write the manifest (last: it marks the folder complete) and move ``tmp`` to ``out``."""
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     from hamr_dist.data.prepared import Prepared
     Prepared(tmp).meta_set(meta_set, seed)          # written beside the data, for inspection
@@ -608,4 +682,34 @@ def cached_prepare(source: str, cache_dir: str | None, *, task=None, model=None,
         prepare(str(source), out, task=task, model=model, max_seq_length=max_seq_length,
                 use_ray=use_ray, address=address, embed=embed, embedder=embedder,
                 replace=False)
+    return out
+
+
+def records_key(data, model: str | None, max_seq_length: int) -> str:
+    """sha256 over loaded records (``prepare_records``' input: task, vocabulary, every
+    record's fields) and the options that change the prepared data."""
+    h = hashlib.sha256(json.dumps([FORMAT, "records", data.task, list(data.label_names),
+                                   list(data.entity_types), model_info(model)["fingerprint"],
+                                   int(max_seq_length)]).encode())
+    fields = ("text", "label") if data.task == "cls" else ("tokens", "tags")
+    for split in SPLITS:
+        h.update(f"\0{split}\0".encode())
+        for r in getattr(data, split):
+            h.update(json.dumps([r[f] for f in fields], ensure_ascii=False).encode() + b"\n")
+    return h.hexdigest()[:32]
+
+
+def cached_prepare_records(data, cache_dir: str | None, *, model=None,
+                           max_seq_length: int = 128) -> Path:
+    """The prepared folder of loaded records in the cache (``prepare_records`` on first use,
+    keyed by their content), so records passed in code train from the same format as files."""
+    from hamr_dist.progress import phase
+    from hamr_dist.train.features import cache_root
+    out = cache_root(cache_dir) / "prepared" / records_key(data, model, max_seq_length)
+    if is_prepared(out):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    n = len(data.train) + len(data.dev) + len(data.test)
+    with phase(f"preparing {data.source} (tokenized once, cached in {out})", announce=n >= 5000):
+        prepare_records(data, out, model=model, max_seq_length=max_seq_length, replace=False)
     return out

@@ -1,6 +1,8 @@
-"""``build`` for a prepared dataset folder (``data/prepare.py``): the training split stays on
-disk, memory-mapped, and is gathered by index; the small splits (dev, test, the meta set) are
-read into the same in-memory form as the raw path builds, so evaluation is unchanged.
+"""``build`` from a prepared dataset folder (``data/prepare.py``), the one data path of every
+run (raw files, records passed in code and the synthetic corpus are prepared into the cache
+first, ``prepared_config``): the training split stays on disk, memory-mapped, and is gathered
+by index; the small splits (dev, test, the meta set) are read into memory as token ids with
+their gold labels, for evaluation and the meta batches.
 
 Memory per worker: the O(N) numeric arrays the run needs (labels or unit counts for the meta
 set and the sample groups, the row index of the training view), nothing per record.
@@ -30,8 +32,8 @@ def _rows(n: int, limit) -> np.ndarray:
 
 
 def small_split(p: Prepared, parts) -> Split:
-    """Records ``rows`` of each ``(split, rows)`` part, in memory, as the raw path holds them:
-    token ids, labels (NER: per position, words, n_words) and the gold labels."""
+    """Records ``rows`` of each ``(split, rows)`` part, in memory: token ids, labels (NER: per
+    position, words, n_words) and the gold labels (``{"label": k}`` or ``{"tags": [...]}``)."""
     cols = {"input_ids": [], "labels": []}
     if p.task == "ner":
         cols.update(words=[], n_words=[])
@@ -79,16 +81,26 @@ def check_options(cfg: TrainConfig, p: Prepared) -> None:
                           f"pass --max-seq-length {opts['max_seq_length']} or prepare it again")
 
 
-def prepared_config(cfg: TrainConfig, use_ray: bool = False) -> TrainConfig:
-    """``cfg`` with a raw ``--data`` replaced by its prepared folder in the cache (prepared on
-    first use, keyed by content, task, tokenizer and max_seq_length; with Ray Data when
-    ``use_ray`` and the source has at least ``RAY_MIN_BYTES``, else in this process); unchanged
-    when ``data`` is already prepared or absent (the built-in synthetic corpus)."""
+def prepared_config(cfg: TrainConfig, use_ray: bool = False, data=None) -> TrainConfig:
+    """``cfg`` with its data replaced by a prepared folder in the cache, prepared on first use
+    and keyed by content (and task, tokenizer, max_seq_length): a raw ``--data`` (with Ray
+    Data when ``use_ray`` and the source has at least ``RAY_MIN_BYTES``, else in this process),
+    records passed in code as ``data`` (a ``LoadedData``), or, without either, the built-in
+    synthetic corpus. Unchanged when ``cfg.data`` is already prepared. So every run trains from
+    the one memory-mapped format."""
     import dataclasses
 
-    from ..data.prepare import RAY_MIN_BYTES, cached_prepare, is_prepared, source_bytes
-    if not cfg.data or is_prepared(cfg.data):
+    from ..data.prepare import (RAY_MIN_BYTES, cached_prepare, cached_prepare_records,
+                                is_prepared, source_bytes)
+    if data is None and cfg.data and is_prepared(cfg.data):
         return cfg
+    if data is None and not cfg.data:
+        from ..data.synthetic import make_synthetic
+        data = make_synthetic(seed=0)
+    if data is not None:          # their own task, as ever: cfg.task is not asked
+        path = cached_prepare_records(data, cfg.cache_dir, model=cfg.model,
+                                      max_seq_length=cfg.max_seq_length)
+        return dataclasses.replace(cfg, data=str(path))
     # Ray Data's start-up (actor pools) costs more than it saves on small data
     use_ray = use_ray and source_bytes(cfg.data) >= RAY_MIN_BYTES
     path = cached_prepare(cfg.data, cfg.cache_dir, task=cfg.task, model=cfg.model,
@@ -162,7 +174,7 @@ def build_prepared(cfg: TrainConfig, device=None) -> Setup:
 
 
 def label_counts(p: Prepared, rows: np.ndarray) -> np.ndarray:
-    """Class counts of the training rows (NER: every word's tag), as setup.label_counts."""
+    """Class counts of the training rows (NER: every word's tag), for the ICF class weights."""
     n = len(p.label_names)
     if p.task == "cls":
         return np.bincount(np.asarray(p.labels("train")[rows], np.int64), minlength=n)
@@ -197,16 +209,16 @@ def _concat(feats):
 
 
 def _frozen_features(cfg, model, splits, drawn) -> None:
-    """Features of every split, cached on disk by token ids as on the raw path (so the small
-    meta split is a cache hit when the raw path has seen it)."""
+    """Features of every split, cached on disk by token ids (a cache hit for any run over the
+    same tokens, whatever folder they came from)."""
     from .features import FeatureBatches, cached_features
     model.encoder.requires_grad_(False)
     model.encoder.eval()
     name = cfg.model or default_model()
     feats = {k: cached_features(model, splits[k].batches, name, cfg.pooling, cfg.cache_dir)
              for k in ("train", "dev", "test")}
-    if cfg.meta_set == "copy":     # the meta set = dev + training samples: gather, as the raw
-        feats["meta"] = _concat([feats["dev"], _gather(feats["train"], drawn)])  # path does
+    if cfg.meta_set == "copy":     # the meta set = dev + training samples: gather them
+        feats["meta"] = _concat([feats["dev"], _gather(feats["train"], drawn)])
     else:                          # moved samples are not in the training view: encode them
         feats["meta"] = cached_features(model, splits["meta"].batches, name, cfg.pooling,
                                         cfg.cache_dir)
