@@ -1,8 +1,7 @@
-"""The fast epoch draw (hamr_dist/sampling/draw.py): the alias table's distribution is exactly
-that of ``InMemoryHardness.probabilities`` (computed independently, in float64), each bucket
-gives its sample or its alias by the leftover bits of the uniform, draw frequencies pass a
-chi-square test, and the draw is a pure function of (seed, epoch, state) whatever the number of
-threads."""
+"""The fast epoch draw (hamr_dist/sampling/draw.py): the guide-table lookup returns exactly what
+a binary search of the same CDF returns, the CDF is that of ``InMemoryHardness.probabilities``,
+draw frequencies pass a chi-square test against those probabilities, and the draw is a pure
+function of (seed, epoch, state) whatever the number of threads."""
 from __future__ import annotations
 
 import numpy as np
@@ -20,58 +19,41 @@ def state(n: int, seed: int = 0):
     return h, b
 
 
-def store(h, b, prior=None):
-    s = InMemoryHardness(h.size, prior=prior)
-    s.load_state_dict({**s.state_dict(), "h": h, "b": b})
-    return s
+def reference_lookup(table, u):
+    """Independent of the guide table: numpy's binary search of the same CDF."""
+    t = u * np.nextafter(table.total, 0)
+    return np.searchsorted(table.cdf, t, side="right")
 
 
 @pytest.mark.parametrize("chunk", [fast.CHUNK, 97])       # one chunk, and many with carries
-def test_table_draws_from_the_store_probabilities(monkeypatch, chunk):
+def test_lookup_equals_binary_search(monkeypatch, chunk):
     monkeypatch.setattr(fast, "CHUNK", chunk)
     h, b = state(5000)
-    h[::7] = 40.0                                # a few heavy samples, each aliased by many
+    h[::7] = 40.0                                # a few heavy samples: cells with many values
     b[10:20] = -1.0                              # 1 + lam*b = 0: never drawn
-    prior = np.random.default_rng(2).uniform(0.5, 2.0, 5000)
-    s = store(h, b, prior)
-    table = fast.build_table(h, b, 0.7, 1.0, prior=prior)
-    # the bucket masses, summed per sample, against the store's float64 probabilities
-    np.testing.assert_allclose(table.probabilities(), s.probabilities(0.7, 1.0), rtol=2e-6,
-                               atol=1e-15)
-    prob, alias = table.prob, table.alias
-    assert ((prob >= 0) & (prob <= 1)).all() and (prob[10:20] == 0).all()
-    assert not np.isin(alias, np.arange(10, 20)).any()         # nothing points at them
+    table = fast.build_table(h, b, tau=0.7, lam=1.0)
+    u = np.random.default_rng(3).random(200_000)
+    u[:3] = [0.0, np.nextafter(1.0, 0), 0.5]
+    got = table.lookup(u)
+    np.testing.assert_array_equal(got, reference_lookup(table, u))
+    assert not np.isin(got, np.arange(10, 20)).any()
 
 
-def test_bucket_keeps_its_sample_below_prob_and_gives_its_alias_above():
-    h, b = state(1000, seed=3)
-    table = fast.build_table(h, b, 0.7, 0.7)
-    prob, alias = table.prob.astype(np.float64), table.alias
-    j = np.arange(1000)
-    below = (j + 0.999 * prob) / 1000           # leftover fraction just under prob[j]
-    above = (j + np.minimum(prob + 1e-4, 0.9999)) / 1000
-    np.testing.assert_array_equal(table.lookup(below)[prob > 0], j[prob > 0])
-    split = prob < 0.999
-    np.testing.assert_array_equal(table.lookup(above)[split], alias[split])
-    assert table.lookup(np.array([np.nextafter(1.0, 0)]))[0] in (999, alias[999])
-
-
-def test_parallel_build_equals_serial(monkeypatch):
-    monkeypatch.setattr(fast, "CHUNK", 1 << 10)
-    h, b = state(50_000, seed=6)
-    one = fast.build_table(h, b, 0.7, 0.7, threads=1).packed
-    np.testing.assert_array_equal(one, fast.build_table(h, b, 0.7, 0.7, threads=3).packed)
-
-
-def test_equal_scores_keep_every_bucket():
-    table = fast.build_table(np.ones(1000, np.float32), np.zeros(1000, np.float32), 0.7, 0.7)
-    np.testing.assert_allclose(table.probabilities(), np.full(1000, 1e-3), rtol=1e-6)
+def test_cdf_is_that_of_the_store_probabilities():
+    h, b = state(3000, seed=1)
+    prior = np.random.default_rng(2).uniform(0.5, 2.0, 3000)
+    s = InMemoryHardness(3000, prior=prior)
+    s.load_state_dict({**s.state_dict(), "h": h, "b": b})
+    p = s.probabilities(0.7, 0.7)
+    table = fast.build_table(s.hardness(), s.boost(), 0.7, 0.7, prior=s.prior())
+    np.testing.assert_allclose(table.cdf / table.total, np.cumsum(p), rtol=2e-6, atol=1e-12)
 
 
 def test_draw_frequencies_pass_chi_square():
     n, m = 300, 600_000
     h, b = state(n, seed=4)
-    s = store(h, b)
+    s = InMemoryHardness(n)
+    s.load_state_dict({**s.state_dict(), "h": h, "b": b})
     d = s.draw(epoch=2, seed=9, ratio=m / n, tau=0.7, lam=0.7)
     assert d.shape == (m,) and d.dtype == np.int64
     counts = np.bincount(d, minlength=n)

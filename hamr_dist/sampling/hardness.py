@@ -206,7 +206,7 @@ class InMemoryHardness:
         if uniform:
             reps = -(-m // self.n)
             return np.concatenate([rng.permutation(self.n) for _ in range(reps)])[:m]
-        from .draw import weighted_draw     # alias table: 10^8 samples in seconds
+        from .draw import weighted_draw     # inverse CDF + guide table: 10^8 samples in seconds
         return weighted_draw(self._current(), self._b, m, seed, epoch, tau, lam, prior=self._prior)
 
     def state_dict(self) -> dict:
