@@ -12,7 +12,9 @@ Two passes over the chunks of ``chunks.py`` (each chunk read, parsed and checked
 With Ray (``hamr prepare``, the default when a cluster is reachable or ``--num-workers`` > 0)
 both passes run as Ray Data pipelines (``map`` / ``map_batches``); without it the same
 functions run chunk after chunk in this process. Either way no process holds a split as Python
-objects: a chunk at a time. The folder (``FORMAT``):
+objects: a chunk at a time. Records already in memory (passed to ``build`` in code, the
+synthetic corpus) go through ``prepare_records``: pass 2 and the same writer, in this process.
+The folder (``FORMAT``):
 
 - ``manifest.json``: task, label names, entity types, options, per-split counts (records,
   tokens, truncated, NER words that lost their label), IOB2 repair warnings;
