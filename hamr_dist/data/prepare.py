@@ -697,7 +697,8 @@ def records_key(data, model: str | None, max_seq_length: int) -> str:
     for split in SPLITS:
         h.update(f"\0{split}\0".encode())
         for r in getattr(data, split):
-            h.update(json.dumps([r[f] for f in fields], ensure_ascii=False).encode() + b"\n")
+            h.update(json.dumps([r[f] for f in fields], ensure_ascii=False,
+                                default=lambda v: v.tolist()).encode() + b"\n")  # numpy
     return h.hexdigest()[:32]
 
 
