@@ -415,10 +415,14 @@ def prepare_records(data, out: str | Path, *, model: str | None = None,
     vocabulary is taken as it is (no second validation pass); tokenizing and writing are
     ``prepare``'s, so the folder is the one ``prepare`` writes for the same records."""
     from transformers import AutoTokenizer
+
+    from hamr_dist.hub import check_model_source
     out = Path(out)
     tmp = _tmp_folder(out)
     t0 = time.perf_counter()
     minfo = model_info(model)
+    if model:
+        check_model_source(model, "--model")
     tok = AutoTokenizer.from_pretrained(minfo["model"])
 
     def batches():
