@@ -45,7 +45,7 @@ from ..sampling.hardness import InMemoryHardness
 log = logging.getLogger("hamr_dist")
 
 __all__ = ["HardnessService", "NeighbourService", "HardnessClient", "HardnessActorLost",
-           "StaleSession", "create_hardness_actor", "create_neighbour_actor", "training_texts"]
+           "StaleSession", "create_hardness_actor", "create_neighbour_actor"]
 
 NAMESPACE = "hamr_dist"
 READ_TIMEOUT_S = float(os.environ.get("HAMR_HARDNESS_READ_TIMEOUT_S", "300"))
@@ -353,17 +353,6 @@ class HardnessClient:
             self._reap(block=True)
 
 
-def training_texts(cfg) -> tuple[list[str], object]:
-    """The embedder's input for the training set, built exactly as ``train.setup.build`` builds
-    the training records (same corpus, same meta-set draw), and the resolved config."""
-    from ..data.meta_set import build_meta_set
-    from ..train.setup import embedding_texts, load_corpus
-    data = load_corpus(cfg)
-    c = cfg.resolved(data.task)
-    _, train_records, _ = build_meta_set(data, mode=c.meta_set, seed=c.seed)
-    return embedding_texts(train_records, data.task), c
-
-
 class NeighbourService:
     """Actor body: embeddings + FAISS index of the training set; computes b from h."""
 
@@ -381,27 +370,21 @@ class NeighbourService:
         """Load (or compute and cache) the embeddings and build the index; idempotent."""
         if self._index is None:
             from ..config import TrainConfig
-            from ..embeddings import cached_embeddings
+            from ..data.prepared import Prepared
             from ..sampling.neighbors import build_index
+            from ..train.prepared_setup import prepared_config, prepared_embeddings, training_rows
             t0 = time.perf_counter()
-            cfg = TrainConfig(**self.cfg_dict)
-            from ..data.prepare import is_prepared
-            if is_prepared(cfg.data):        # the prepared embeddings, memory-mapped
-                from ..data.prepared import Prepared
-                from ..train.prepared_setup import prepared_embeddings, training_rows
-                p = Prepared(cfg.data)
-                c = cfg.resolved(p.task)
-                rows, emb = training_rows(cfg), p.embeddings(cfg.embedder)
-                if emb is None:
-                    self._emb = prepared_embeddings(cfg, rows)
-                elif np.array_equal(rows, np.arange(len(emb))):
-                    self._emb = emb          # float16, memory-mapped: the index reads it in chunks
-                else:                        # a subset (meta set moved out): float16 rows
-                    self._emb = np.asarray(emb[np.asarray(rows, dtype=np.int64)])
-            else:
-                texts, c = training_texts(cfg)
-                self._emb = cached_embeddings(texts, model=c.embedder, cache_dir=c.cache_dir,
-                                              device="cuda" if self.use_gpu else "cpu")
+            # the driver has prepared the data already (then this is a no-op); memory-map it
+            cfg = prepared_config(TrainConfig(**self.cfg_dict))
+            p = Prepared(cfg.data)
+            c = cfg.resolved(p.task)
+            rows, emb = training_rows(cfg), p.embeddings(cfg.embedder)
+            if emb is None:
+                self._emb = prepared_embeddings(cfg, rows)
+            elif np.array_equal(rows, np.arange(len(emb))):
+                self._emb = emb          # float16, memory-mapped: the index reads it in chunks
+            else:                        # a subset (meta set moved out): float16 rows
+                self._emb = np.asarray(emb[np.asarray(rows, dtype=np.int64)])
             self._index = build_index(self._emb, num_shards=c.num_index_shards,
                                       use_gpu=self.use_gpu, kind=c.knn_index, nlist=c.knn_nlist,
                                       nprobe=c.knn_nprobe, pq_m=c.knn_pq_m)

@@ -117,32 +117,6 @@ def _open(path: Path):
     return flat
 
 
-def reuse_features(batches: TokenBatches, sources) -> object | None:
-    """Features of ``batches`` gathered from already computed splits (``sources``: pairs of
-    TokenBatches and their features), or None when a sample is in none of them. The meta set
-    is the dev split plus copied training samples and differs per seed; gathering it by token
-    ids saves running the encoder over it again (features depend on the token ids only)."""
-    def keys(b):   # NER features sit at the labelled (first sub-token) positions: key those too
-        ids = b.ds["input_ids"]
-        if b.task == "cls":
-            return [tuple(x) for x in ids]
-        return [(tuple(x), tuple(l != IGNORE for l in y)) for x, y in zip(ids, b.ds["labels"])]
-
-    where = {}
-    for k, (src, _) in enumerate(sources):
-        for i, key in enumerate(keys(src)):
-            where.setdefault(key, (k, i))
-    hits = [where.get(key) for key in keys(batches)]
-    if not hits or any(h is None for h in hits):
-        return None
-    if batches.task == "cls":
-        return np.stack([sources[k][1][i] for k, i in hits])
-    parts = [sources[k][1][0][sources[k][1][1][i]:sources[k][1][1][i + 1]] for k, i in hits]
-    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(p) for p in parts])
-    return np.concatenate(parts), offsets
-
-
 class FeatureBatches:
     """Batches of cached features, gathered by dataset index like TokenBatches."""
 

@@ -32,7 +32,7 @@ from .diagnose import EpochDiagnostics, hardness_options
 from .evaluate import eval_logits, evaluate
 from .lnr import flip_labels
 from .precision import Precision
-from .setup import Setup, build, embedding_texts, train_groups
+from .setup import Setup, build, train_groups
 
 log = logging.getLogger("hamr_dist")
 
