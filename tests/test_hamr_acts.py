@@ -72,6 +72,21 @@ def test_class_prior_balances_primary_groups():
     assert sqrt[3] / sqrt[0] == pytest.approx(np.sqrt(3))
 
 
+def test_ner_prior_weighs_a_sentence_as_its_rarest_type():
+    names = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    # LOC in 3 sentences, PER in 1 (together with LOC), one sentence without entities
+    recs = [{"tags": [1, 2, 0]}, {"tags": [1, 0]}, {"tags": [0, 0]}, {"tags": [1, 0, 3, 4]}]
+    groups = sample_groups(recs, "ner", names)
+    raw = np.array([1 / 3, 1 / 3, 1 / 3, 1.0])      # LOC, LOC, none (as LOC, the commonest), PER
+    np.testing.assert_allclose(class_prior(groups, 1.0), raw / raw.mean())
+    raw = np.array([3, 3, 3, 1]) ** -0.5
+    np.testing.assert_allclose(class_prior(groups, 0.5), raw / raw.mean())
+    # the rare type's share of the draw rises above its share of the set; no-entity sentences'
+    # share does not
+    p = class_prior(groups, 1.0) / 4
+    assert p[3] > 0.25 and p[2] <= 0.25
+
+
 def test_ner_groups_membership_and_rarest_type():
     names = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
     recs = [{"tags": [1, 2, 0]}, {"tags": [1, 0]}, {"tags": [0, 0]}, {"tags": [1, 0, 3, 4]}]
