@@ -124,9 +124,13 @@ class TrainConfig:
                           "by the exact embeddings (0: off); see benchmarks/results/neighbours_ivfpq.md")
     oversample_ratio: float = opt(1.2, "resampling methods draw ceil(r N) samples per epoch")
     meta_set: str = opt("copy", "balanced meta set: copy drawn train samples or move them out", ["copy", "move"])
+    hardness_signal: str = opt("weight", "what the hardness of a meta method follows: weight = the "
+                               "post-meta weight w (the paper), loss = the loss relative to the batch "
+                               "mean, clipped like w (docs/hardness.md)", ["weight", "loss"])
     ner_sample_loss: str = opt("max", "NER per-sentence training loss that the meta weights multiply "
                                "(hardness always uses max); mean wins on converged runs, max on "
-                               "short budgets (docs/hardness.md)", ["max", "mean"])
+                               "short budgets, mix averages the two (docs/hardness.md)",
+                               ["max", "mean", "mix"])
     cache_dir: str | None = opt(None, "embedding/feature cache (default $HAMR_CACHE or ~/.cache/hamr_dist)")
     progress: bool = opt(True, "show a progress bar")
     # Ray (hamr_dist.distributed): --num-workers > 0 trains with Ray Train

@@ -63,13 +63,17 @@ def position_loss(kind: str, logits, labels, class_weights=None, *, dice_alpha: 
 
 def per_sample(pos_loss: torch.Tensor, labels: torch.Tensor, reduction: str) -> torch.Tensor:
     """Reduce position losses to one per sample. CLS ([B]) passes through; NER ([B, T]):
-    'max' = the sentence's largest token loss (HAMR's l_i), 'mean' = mean over labelled tokens."""
+    'max' = the sentence's largest token loss (HAMR's l_i), 'mean' = mean over labelled tokens,
+    'mix' = the average of the two: every token gets a gradient and the hardest one more."""
     if pos_loss.dim() == 1:
         return pos_loss
     mask = labels != IGNORE
     if reduction == "max":
         return pos_loss.masked_fill(~mask, float("-inf")).amax(-1).clamp_min(0)
-    return (pos_loss * mask).sum(-1) / mask.sum(-1).clamp_min(1)
+    mean = (pos_loss * mask).sum(-1) / mask.sum(-1).clamp_min(1)
+    if reduction == "mix":
+        return 0.5 * (mean + per_sample(pos_loss, labels, "max"))
+    return mean
 
 
 def balanced_ce(logits: torch.Tensor, labels: torch.Tensor, groups=None) -> torch.Tensor:

@@ -40,6 +40,9 @@ def test_max_token_loss_per_sentence():
     torch.testing.assert_close(l_max, torch.tensor([math.log(4.0), math.log(2.0)]))
     l_mean = per_sample(pos, labels, "mean")
     torch.testing.assert_close(l_mean, torch.tensor([(math.log(2.0) + math.log(4.0)) / 2, math.log(2.0)]))
+    l_mix = per_sample(pos, labels, "mix")       # (mean + max) / 2
+    torch.testing.assert_close(l_mix, torch.tensor([(3 * math.log(4.0) + math.log(2.0)) / 4,
+                                                    math.log(2.0)]))
 
 
 def test_focal_and_dice_hand_values():

@@ -217,3 +217,28 @@ def test_draw_shares_reach_mlflow_keys_and_a_plot(tmp_path):
     made = make_plots(tmp_path, {"history": [rec, {**rec, "epoch": 2}]})
     assert (tmp_path / "plots" / "draw_share.png") in made
 
+
+
+def test_hardness_signal_weight_or_relative_loss():
+    """--hardness-signal: the post-meta weights (the paper) or the loss relative to the batch
+    mean, clipped like w (hand values); methods without meta weights always take the loss."""
+    import torch
+
+    from hamr_dist.train.loop import hardness_signal
+    hard = torch.tensor([1.0, 2.0, 3.0, 0.0])             # mean 1.5
+    w = torch.tensor([0.9, 1.1, 1.0, 1.0])
+    rel = torch.tensor([1 / 1.5, 2 / 1.5, 2.0, 0.1])      # 0 clipped up to w_min 0.1
+    torch.testing.assert_close(hardness_signal(TrainConfig(), w, hard), w)
+    c = TrainConfig(hardness_signal="loss", w_min=0.1, w_max=8.0)
+    torch.testing.assert_close(hardness_signal(c, w, hard), rel)
+    torch.testing.assert_close(hardness_signal(TrainConfig(w_min=0.1, w_max=8.0), None, hard), rel)
+
+
+def test_hamr_cb_with_loss_hardness_follows_the_loss(tmp_path):
+    from hamr_dist.train.loop import train
+    cfg = TrainConfig(method="hamr-cb", hardness_signal="loss", freeze_encoder=True,
+                      num_train_epochs=2, output_dir=str(tmp_path / "out"), progress=False,
+                      seed=1)
+    last = train(cfg).history[-1]
+    assert last["spearman_h_loss"] > 0.5 and last["ess_frac"] < 0.8
+    assert last["weight_p99"] > last["weight_p1"]       # the weights' stats are still w's

@@ -250,11 +250,12 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
                     continue
                 bad = 0
                 sched.step()
-                loss, hard_w = out
+                loss, hard_w, w_post = out
                 if hard_w is not None:
                     hard_w = hard_w.cpu()
                     store.update(np.asarray(idx), hard_w.numpy().astype(np.float32))
-                    weights_seen.append(hard_w)
+                if w_post is not None or hard_w is not None:   # the weight diagnostics
+                    weights_seen.append((w_post if w_post is not None else hard_w).cpu())
                 losses_seen.append(loss)
                 if bar:
                     bar.update(1)
@@ -321,7 +322,8 @@ def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runt
                amp: Precision | None = None, plan: MetaSchedule | None = None,
                step: int | None = None, relabel: np.ndarray | None = None,
                meta_loss_fn: Callable | None = None):
-    """One step; returns (loss, hardness signal or None), or None when skipped as non-finite.
+    """One step; returns (loss, hardness signal or None, post-meta weights or None), or None when
+    skipped as non-finite.
     ``amp``: mixed precision (default fp32); ``plan``: the meta schedule (``--meta-every``,
     ``--meta-reuse``, ``--meta-fuse``; default: a meta update with a fresh meta batch every
     step); ``step``: the run's 0-based step, the phase of ``--meta-every``; ``meta_loss_fn``:
@@ -352,7 +354,7 @@ def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runt
     if not torch.isfinite(train_l).all():
         opt.zero_grad(set_to_none=True)
         return None
-    signal = None
+    signal = w_post = None
     if m.meta and plan.due:
         r = meta_step(model, wnet, wnet_opt, train_l, plan.meta_batch(model, amp.autocast),
                       meta_loss_fn or meta_objective(s), s.scope_names,
@@ -364,12 +366,12 @@ def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runt
         r = current_weights(wnet, train_l, kind=m.meta, w_min=c.w_min, w_max=c.w_max,
                             signal=hard if ner else None)
     if m.meta:
-        loss = (r.w_post * train_l).mean()
-        signal = r.w_post
+        w_post = r.w_post
+        loss = (w_post * train_l).mean()
     else:
         loss = train_l.mean()
-        if m.resample:
-            signal = loss_ratio_weights(hard, c.w_min, c.w_max)
+    if m.meta or m.resample:
+        signal = hardness_signal(c, w_post, hard)
     opt.zero_grad(set_to_none=True)
     amp.backward(loss)                       # fp16: the scaled loss
     grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -384,7 +386,16 @@ def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runt
         return None
     amp.step(opt)
     amp.update()
-    return float(loss.detach()), signal
+    return float(loss.detach()), signal, w_post
+
+
+def hardness_signal(c, w_post, hard):
+    """What the hardness follows this step: the post-meta weights (the paper; ``w_post`` None
+    for a method without meta weights) or, with ``--hardness-signal loss`` and without meta
+    weights, the per-sample loss relative to the batch mean, clipped like w."""
+    if w_post is not None and c.hardness_signal == "weight":
+        return w_post
+    return loss_ratio_weights(hard, c.w_min, c.w_max)
 
 
 def acting_summary(rec: dict) -> str:
