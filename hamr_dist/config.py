@@ -62,8 +62,10 @@ class TrainConfig:
     wnet_hidden: int = opt(100, "weight network hidden units")
     meta_update_lr: float = opt(None, "alpha of the virtual step (default 2e-4; with --freeze-encoder the head's learning rate)")
     meta_batch_size: int | None = opt(None, "meta-set batch size (default: the train batch size)")
-    meta_every: int = opt(1, "run the meta update every k steps; the steps between are weighted by the "
-                          "current weight network without updating it")
+    meta_every: int | None = opt(None, "run the meta update every k steps; the steps between are "
+                                 "weighted by the current weight network without updating it (default: 4 "
+                                 "when the encoder trains, chosen on dev at 1.05x the step time of 1, "
+                                 "benchmarks/results/meta_cost_cpu.md; 1 with --freeze-encoder or --preset paper)")
     meta_reuse: int = opt(1, "scope head, fine-tuned encoder: one meta batch's encoder output serves r "
                           "meta updates (a new meta batch every r)")
     meta_fuse: bool = opt(False, "scope head, fine-tuned encoder: the meta batch goes through the encoder "
@@ -168,6 +170,8 @@ class TrainConfig:
                 c.bf16 = True
         if c.learning_rate is None:
             c.learning_rate = 1e-3 if c.freeze_encoder else 3e-5
+        if c.meta_every is None:       # a frozen encoder's meta step costs milliseconds
+            c.meta_every = 1 if c.freeze_encoder or c.preset == "paper" else 4
         if c.wnet_lr is None:
             c.wnet_lr = 3e-4 if task == "ner" else 1e-4
         if c.lam is None:
@@ -187,7 +191,7 @@ class TrainConfig:
         checks = [
             ("num_train_epochs", self.num_train_epochs >= 1, "must be >= 1"),
             ("max_steps", self.max_steps == -1 or self.max_steps >= 1, "must be -1 (off) or >= 1"),
-            ("meta_every", self.meta_every >= 1, "must be >= 1"),
+            ("meta_every", self.meta_every is None or self.meta_every >= 1, "must be >= 1"),
             ("meta_reuse", self.meta_reuse >= 1, "must be >= 1"),
             ("fp16", not (self.fp16 and self.bf16), "excludes --bf16: pass one of them"),
             ("fp16", not (self.fp16 and self.num_workers > 0 and not self.use_gpu),
