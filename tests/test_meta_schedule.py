@@ -129,3 +129,12 @@ def test_bad_schedule_options(bad):
     from hamr_dist.errors import ConfigError
     with pytest.raises(ConfigError, match="must be >= 1"):
         TrainConfig(**bad).validate()
+
+
+def test_meta_every_default_follows_the_regime():
+    """4 when the encoder trains (chosen on dev, benchmarks/results/meta_cost_cpu.md), 1 with a
+    frozen encoder or the paper's preset, and what the user gives always wins."""
+    assert TrainConfig().resolved("cls").meta_every == 4
+    assert TrainConfig(freeze_encoder=True).resolved("cls").meta_every == 1
+    assert TrainConfig(preset="paper").resolved("ner").meta_every == 1
+    assert TrainConfig(meta_every=2, freeze_encoder=True).resolved("cls").meta_every == 2
