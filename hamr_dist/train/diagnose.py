@@ -16,14 +16,12 @@ from .evaluate import eval_logits
 from .setup import train_groups
 
 
-def hardness_options(s, groups=None) -> dict:
-    """InMemoryHardness options of a run (the actor gets the same at ``begin``); ``groups``:
-    the training samples' classes when the caller has them already."""
+def hardness_options(s) -> dict:
+    """InMemoryHardness options of a run (the actor gets the same at ``begin``)."""
     c = s.cfg
     opts = {"rule": c.hardness_rule or "ema", "epoch_gamma": c.hardness_epoch_gamma}
     if s.method.class_prior:
-        groups = groups if groups is not None else train_groups(s)
-        opts["prior"] = class_prior(groups, c.class_prior_power).astype(np.float32)
+        opts["prior"] = class_prior(train_groups(s), c.class_prior_power).astype(np.float32)
     return opts
 
 

@@ -156,9 +156,9 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
     n_train = len(s.train.batches)
     device = next(model.parameters()).device
 
-    groups = train_groups(s)        # once: hamr-cb's class prior and the diagnostics
+    groups = train_groups(s)        # hamr-cb's class prior and the diagnostics
     store = rt.hardness if rt.hardness is not None else InMemoryHardness(
-        n_train, gamma=c.gamma, **hardness_options(s, groups))
+        n_train, gamma=c.gamma, **hardness_options(s))
     diag = EpochDiagnostics(s, groups) if rt.chief else None
     relabel = None          # lnr: the re-balanced training labels, after the warm-up
     boost = (rt.boost or lazy(lambda: local_boost(s))) if m.knn else None

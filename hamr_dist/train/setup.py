@@ -45,6 +45,7 @@ class Setup:
     meta_info: dict
     scope_names: list[str]
     class_weights: torch.Tensor | None
+    groups: object = None    # SampleGroups, computed once by train_groups
 
     @property
     def n_labels(self) -> int:
@@ -98,16 +99,20 @@ def build(cfg: TrainConfig, data=None, device=None) -> Setup:
 
 
 def train_groups(s: Setup):
-    """The training samples' classes (NER: entity types), for diagnostics and hamr-cb."""
-    from ..sampling.groups import SampleGroups
-    names = list(s.data.label_names if s.data.task == "cls" else s.data.entity_types)
-    member = s.train.units > 0
-    if s.data.task == "cls":
-        return SampleGroups(names, member, np.asarray(s.train.labels, np.int64))
-    # as sample_groups: the rarest type a sentence contains (B- and I- tags agree after repair)
-    counts = member.sum(0)
-    rank = np.where(member, counts[None, :], np.iinfo(np.int64).max)
-    return SampleGroups(names, member, np.where(member.any(1), rank.argmin(1), -1))
+    """The training samples' classes (NER: entity types), for diagnostics and hamr-cb; computed
+    once per Setup (a Ray rank 0 needs them for the hardness actor and for its diagnostics)."""
+    if s.groups is None:
+        from ..sampling.groups import SampleGroups
+        names = list(s.data.label_names if s.data.task == "cls" else s.data.entity_types)
+        member = s.train.units > 0
+        if s.data.task == "cls":
+            s.groups = SampleGroups(names, member, np.asarray(s.train.labels, np.int64))
+        else:   # as sample_groups: the rarest type a sentence contains
+            counts = member.sum(0)
+            rank = np.where(member, counts[None, :], np.iinfo(np.int64).max)
+            s.groups = SampleGroups(names, member,
+                                    np.where(member.any(1), rank.argmin(1), -1))
+    return s.groups
 
 
 def train_labels(s: Setup) -> np.ndarray:
