@@ -129,10 +129,11 @@ class TrainConfig:
     hardness_signal: str = opt("weight", "what the hardness of a meta method follows: weight = the "
                                "post-meta weight w (the paper), loss = the loss relative to the batch "
                                "mean, clipped like w (docs/hardness.md)", ["weight", "loss"])
-    ner_sample_loss: str = opt("max", "NER per-sentence training loss that the meta weights multiply "
-                               "(hardness always uses max); mean wins on converged runs, max on "
-                               "short budgets, mix averages the two (docs/hardness.md)",
-                               ["max", "mean", "mix"])
+    ner_sample_loss: str | None = opt(None, "NER per-sentence training loss that the meta weights "
+                                      "multiply (the weight network's input and the hardness always "
+                                      "use max); default: mean for hamr-cb with --freeze-encoder, "
+                                      "else max (the paper); mix averages the two (docs/hardness.md)",
+                                      ["max", "mean", "mix"])
     cache_dir: str | None = opt(None, "embedding/feature cache (default $HAMR_CACHE or ~/.cache/hamr_dist)")
     progress: bool = opt(True, "show a progress bar")
     # Ray (hamr_dist.distributed): --num-workers > 0 trains with Ray Train
@@ -178,6 +179,10 @@ class TrainConfig:
             c.lam = 0.1 if task == "ner" else 0.7
         if c.hardness_rule is None:    # chosen on dev: benchmarks/results/quality_probe.md
             c.hardness_rule = "debiased-ema" if get_method(c.method).class_prior else "ema"
+        if c.ner_sample_loss is None:  # chosen on dev per regime: docs/hardness.md
+            frozen_cb = (get_method(c.method).class_prior and c.freeze_encoder
+                         and c.preset != "paper")
+            c.ner_sample_loss = "mean" if frozen_cb else "max"
         if c.meta_update_lr is None:
             c.meta_update_lr = c.learning_rate if c.freeze_encoder else 2e-4
         if c.meta_batch_size is None:

@@ -242,3 +242,18 @@ def test_hamr_cb_with_loss_hardness_follows_the_loss(tmp_path):
     last = train(cfg).history[-1]
     assert last["spearman_h_loss"] > 0.5 and last["ess_frac"] < 0.8
     assert last["weight_p99"] > last["weight_p1"]       # the weights' stats are still w's
+
+
+def test_ner_sample_loss_default_follows_the_regime():
+    """hamr-cb with a frozen encoder trains on each sentence's mean token loss, fine-tuning on its
+    max (both chosen on dev, docs/hardness.md); the paper's hamr and --preset paper keep the
+    max, and what the user gives always wins."""
+    frozen = TrainConfig(method="hamr-cb", freeze_encoder=True)
+    assert frozen.resolved("ner").ner_sample_loss == "mean"
+    assert TrainConfig(method="hamr-cb").resolved("ner").ner_sample_loss == "max"
+    assert TrainConfig(method="hamr", freeze_encoder=True).resolved("ner").ner_sample_loss == "max"
+    paper = TrainConfig(**apply_preset({"preset": "paper", "method": "hamr-cb",
+                                        "freeze_encoder": True}))
+    assert paper.resolved("ner").ner_sample_loss == "max"
+    assert TrainConfig(method="hamr-cb", freeze_encoder=True,
+                       ner_sample_loss="mix").resolved("ner").ner_sample_loss == "mix"
