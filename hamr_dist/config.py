@@ -87,6 +87,9 @@ class TrainConfig:
     class_prior_power: float = opt(1.0, "hamr-cb: sampling prior n_c^-power of the sample's class "
                                    "(NER: its rarest entity type); 1 balances the classes, 0.5 is "
                                    "square-root sampling, 0 turns it off")
+    class_prior_beta: float | None = opt(None, "hamr-cb: count each class by its effective "
+                                         "number (1 - beta^n) / (1 - beta) (Cui et al. 2019) "
+                                         "instead of n, e.g. 0.999; default: plain counts")
     meta_loss: str = opt("mean", "meta objective on the balanced meta set: mean (the paper's mean "
                          "cross-entropy) or balanced (mean over the classes of each class's mean "
                          "loss; NER: per entity type, O one class)", ["mean", "balanced"])
@@ -131,8 +134,9 @@ class TrainConfig:
                                "mean, clipped like w (docs/hardness.md)", ["weight", "loss"])
     ner_sample_loss: str | None = opt(None, "NER per-sentence training loss that the meta weights "
                                       "multiply (the weight network's input and the hardness always "
-                                      "use max); default: mean for hamr-cb with --freeze-encoder, "
-                                      "else max (the paper); mix averages the two (docs/hardness.md)",
+                                      "use max); default: mean for hamr-icf and for hamr-cb with "
+                                      "--freeze-encoder, else max (the paper); mix averages the two "
+                                      "(docs/hardness.md)",
                                       ["max", "mean", "mix"])
     cache_dir: str | None = opt(None, "embedding/feature cache (default $HAMR_CACHE or ~/.cache/hamr_dist)")
     progress: bool = opt(True, "show a progress bar")
@@ -180,9 +184,11 @@ class TrainConfig:
         if c.hardness_rule is None:    # chosen on dev: benchmarks/results/quality_probe.md
             c.hardness_rule = "debiased-ema" if get_method(c.method).class_prior else "ema"
         if c.ner_sample_loss is None:  # chosen on dev per regime: docs/hardness.md
-            frozen_cb = (get_method(c.method).class_prior and c.freeze_encoder
-                         and c.preset != "paper")
-            c.ner_sample_loss = "mean" if frozen_cb else "max"
+            m = get_method(c.method)
+            # the max pushes rare entity tokens; ICF's token weights already do, and a converged
+            # head (frozen encoder) learns more from every token's loss
+            mean = m.class_weights or (m.class_prior and c.freeze_encoder)
+            c.ner_sample_loss = "mean" if mean and c.preset != "paper" else "max"
         if c.meta_update_lr is None:
             c.meta_update_lr = c.learning_rate if c.freeze_encoder else 2e-4
         if c.meta_batch_size is None:
@@ -207,6 +213,8 @@ class TrainConfig:
             ("gamma", 0 <= self.gamma < 1, "must be in [0, 1)"),
             ("hardness_epoch_gamma", 0 <= self.hardness_epoch_gamma < 1, "must be in [0, 1)"),
             ("class_prior_power", self.class_prior_power >= 0, "must be >= 0"),
+            ("class_prior_beta", self.class_prior_beta is None or 0 < self.class_prior_beta < 1,
+             "must be in (0, 1)"),
             ("dice_alpha", self.dice_alpha >= 0, "must be >= 0"),
             ("dice_smooth", self.dice_smooth >= 0, "must be >= 0"),
             ("lnr_warmup_epochs", self.lnr_warmup_epochs >= 1, "must be >= 1"),

@@ -12,10 +12,13 @@
 | hamr-no-meta      | CE    | -             | -                | hardness + kNN boost | clip(l/mean_B l)   |
 | hamr-no-knn       | CE    | -             | HAMR (z-score)   | hardness, lambda = 0 | w_post             |
 | hamr-cb           | CE    | -             | HAMR (z-score)   | class prior x hardness + kNN | w_post     |
+| hamr-icf          | CE    | N / (C n_c)   | HAMR (z-score)   | hardness + kNN boost | w_post             |
 | lnr               | CE    | -             | -                | uniform permutation  | -                  |
 
 hamr-cb is ours, not the paper's: the draw is p_i ~ n_c(i)^-power (h_i+eps)^tau (1 + lambda b_i),
-a class-balanced prior that the hardness refines within and across classes. lnr (Hu et al.,
+a class-balanced prior that the hardness refines within and across classes. hamr-icf (also
+ours) puts the class prior into the loss instead, ICF's weights per position (NER: per token, so
+entity tokens outweigh O inside a sentence), under the paper's meta weights and sampler. lnr (Hu et al.,
 ICML 2025) trains CE on labels re-balanced once, after a CE warm-up, by flipping majority-class
 samples that the model finds close to a rarer class (classification only).
 """
@@ -53,6 +56,7 @@ METHODS = {m.name: m for m in [
     Method("hamr-no-meta", resample=True, knn=True),
     Method("hamr-no-knn", meta="hamr", resample=True),
     Method("hamr-cb", meta="hamr", resample=True, knn=True, class_prior=True),
+    Method("hamr-icf", class_weights=True, meta="hamr", resample=True, knn=True),
     Method("lnr", relabel="lnr"),
 ]}
 

@@ -246,14 +246,39 @@ def test_hamr_cb_with_loss_hardness_follows_the_loss(tmp_path):
 
 def test_ner_sample_loss_default_follows_the_regime():
     """hamr-cb with a frozen encoder trains on each sentence's mean token loss, fine-tuning on its
-    max (both chosen on dev, docs/hardness.md); the paper's hamr and --preset paper keep the
-    max, and what the user gives always wins."""
+    max; hamr-icf on the mean (all chosen on dev, docs/hardness.md); the paper's hamr and
+    --preset paper keep the max, and what the user gives always wins."""
     frozen = TrainConfig(method="hamr-cb", freeze_encoder=True)
     assert frozen.resolved("ner").ner_sample_loss == "mean"
     assert TrainConfig(method="hamr-cb").resolved("ner").ner_sample_loss == "max"
     assert TrainConfig(method="hamr", freeze_encoder=True).resolved("ner").ner_sample_loss == "max"
+    assert TrainConfig(method="hamr-icf").resolved("ner").ner_sample_loss == "mean"
     paper = TrainConfig(**apply_preset({"preset": "paper", "method": "hamr-cb",
                                         "freeze_encoder": True}))
     assert paper.resolved("ner").ner_sample_loss == "max"
     assert TrainConfig(method="hamr-cb", freeze_encoder=True,
                        ner_sample_loss="mix").resolved("ner").ner_sample_loss == "mix"
+
+
+def test_class_prior_by_effective_number():
+    """--class-prior-beta: n_c becomes (1 - beta^n_c) / (1 - beta); hand values for 3 vs 1."""
+    from hamr_dist.sampling.groups import effective_number
+    np.testing.assert_allclose(effective_number([1, 3], 0.5), [1.0, 1.75])
+    groups = sample_groups([{"label": y} for y in [0, 0, 0, 1]], "cls", ["a", "b"])
+    prior = class_prior(groups, 1.0, beta=0.5)     # raw weights 1/1.75 (class a) and 1/1 (b)
+    raw = np.array([1 / 1.75] * 3 + [1.0])
+    np.testing.assert_allclose(prior, raw / raw.mean())
+    # beta -> 1 recovers the plain counts; large classes saturate at 1/(1 - beta)
+    np.testing.assert_allclose(class_prior(groups, 1.0, beta=1 - 1e-9), class_prior(groups, 1.0),
+                               rtol=1e-6)
+    assert effective_number([10**6], 0.999)[0] == pytest.approx(1000.0)
+    with pytest.raises(ConfigError, match="class-prior-beta"):
+        TrainConfig(class_prior_beta=1.0).validate()
+
+
+def test_hamr_icf_is_hamr_with_icf_weights_in_the_loss():
+    from hamr_dist.methods import get_method
+    m, hamr, icf = get_method("hamr-icf"), get_method("hamr"), get_method("icf")
+    assert m.class_weights and not m.class_prior
+    assert (m.meta, m.resample, m.knn, m.loss) == (hamr.meta, hamr.resample, hamr.knn, icf.loss)
+    assert TrainConfig(method="hamr-icf").resolved("cls").hardness_rule == "ema"   # the paper's

@@ -47,7 +47,7 @@ def test_same_seed_same_numbers(tmp_path):
 
 
 @pytest.mark.parametrize("method", ["ce", "icf", "focal", "dice", "mwn", "hamr-no-resample",
-                                    "hamr-no-meta", "hamr-no-knn"])
+                                    "hamr-no-meta", "hamr-no-knn", "hamr-icf"])
 def test_every_method_trains_on_demo(method, tmp_path):
     cfg = TrainConfig(method=method, freeze_encoder=True, num_train_epochs=1, progress=False,
                       max_train_samples=400, max_eval_samples=150, output_dir=str(tmp_path))

@@ -48,7 +48,15 @@ def sample_groups(records, task: str, label_names) -> SampleGroups:
     return SampleGroups(types, member, primary)
 
 
-def class_prior(groups: SampleGroups, power: float) -> np.ndarray:
+def effective_number(n: np.ndarray, beta: float) -> np.ndarray:
+    """Cui et al. (CVPR 2019): (1 - beta^n) / (1 - beta), the expected number of distinct
+    samples among n when each new one overlaps the earlier ones with probability beta. About n
+    for n << 1/(1 - beta), saturating at 1/(1 - beta) above."""
+    n = np.asarray(n, dtype=np.float64)
+    return -np.expm1(n * np.log(beta)) / (1.0 - beta)
+
+
+def class_prior(groups: SampleGroups, power: float, beta: float | None = None) -> np.ndarray:
     """Per-sample prior n_g^-power of the sample's primary (rarest) group g, where n_g counts the
     training samples that belong to g; rescaled to mean 1. A sample in no group (NER: a sentence
     without entities) gets the commonest group's prior, so it is never drawn more than a sentence
@@ -60,8 +68,14 @@ def class_prior(groups: SampleGroups, power: float) -> np.ndarray:
     2026-12) made the rare types' counts large (every sentence holding one is its primary) and
     the no-entity sentences a group of their own; on TweetNER7 it drew the two rarest types
     less often than a uniform draw does (location 0.14 of the draw against 0.20 of the set).
+
+    ``beta``: count each group by its effective number (:func:`effective_number`) instead of
+    n_g, so that classes far above 1/(1 - beta) samples are treated as equally well covered and
+    the prior re-balances only towards the small ones.
     """
     n_g = groups.member.sum(0).astype(np.float64)
+    if beta is not None:
+        n_g = np.where(n_g > 0, effective_number(n_g, beta), 0.0)
     w_g = np.append(np.where(n_g > 0, np.maximum(n_g, 1.0) ** -float(power), 0.0),
                     n_g.max(initial=1.0) ** -float(power))
     prior = w_g[np.where(groups.primary < 0, len(groups.names), groups.primary)]

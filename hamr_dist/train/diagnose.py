@@ -21,7 +21,8 @@ def hardness_options(s) -> dict:
     c = s.cfg
     opts = {"rule": c.hardness_rule or "ema", "epoch_gamma": c.hardness_epoch_gamma}
     if s.method.class_prior:
-        opts["prior"] = class_prior(train_groups(s), c.class_prior_power).astype(np.float32)
+        opts["prior"] = class_prior(train_groups(s), c.class_prior_power,
+                                    c.class_prior_beta).astype(np.float32)
     return opts
 
 
