@@ -29,9 +29,11 @@ class TrainConfig:
     model: str | None = opt(None, "HF encoder path or name; default: bundled all-MiniLM-L6-v2")
     embedder: str | None = opt(None, "sentence embedder for kNN neighbourhoods; default: bundled all-MiniLM-L6-v2")
     output_dir: str = opt("outputs/run", "where the model, metrics.json and logs are written")
-    method: str = opt("hamr-cb", "training method: hamr-cb (recommended: HAMR with a class-balanced "
-                      "sampling prior, docs/hardness.md), hamr (the paper's method), its ablations "
-                      "and the baselines", list(METHODS))
+    method: str | None = opt(None, "training method; default (chosen on dev per regime, README "
+                             "Results): hamr-icf (HAMR on the ICF-weighted loss) when the encoder "
+                             "trains, hamr-cb (HAMR with a class-balanced sampling prior) with "
+                             "--freeze-encoder; hamr is the paper's method; also its ablations "
+                             "and the baselines", list(METHODS))
     freeze_encoder: bool = opt(False, "cache encoder features once and train only the head (fast CPU regime)")
     save_encoder: bool = opt(False, "with --freeze-encoder: copy the unchanged encoder into output_dir "
                              "(a self-contained model); default: keep its path and fingerprint")
@@ -161,6 +163,10 @@ class TrainConfig:
                                  "$MLFLOW_TRACKING_URI, else sqlite:///<output_dir>/mlflow.db)")
     experiment_name: str = opt("hamr", "MLflow experiment")
     mlflow_parent_run_id: str | None = opt(None, "nest the MLflow run under this run id (set by hamr tune)")
+
+    def __post_init__(self):
+        if self.method is None:     # the dev winner of each regime (README, Results)
+            self.method = "hamr-cb" if self.freeze_encoder else "hamr-icf"
 
     def resolved(self, task: str) -> "TrainConfig":
         """Fill task-dependent defaults and validate; returns a new config."""

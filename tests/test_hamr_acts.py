@@ -282,3 +282,12 @@ def test_hamr_icf_is_hamr_with_icf_weights_in_the_loss():
     assert m.class_weights and not m.class_prior
     assert (m.meta, m.resample, m.knn, m.loss) == (hamr.meta, hamr.resample, hamr.knn, icf.loss)
     assert TrainConfig(method="hamr-icf").resolved("cls").hardness_rule == "ema"   # the paper's
+
+
+def test_default_method_follows_the_regime():
+    """hamr-icf when the encoder trains, hamr-cb with a frozen encoder (each the dev winner of its
+    tier, README Results); an explicit method always wins."""
+    assert TrainConfig().method == "hamr-icf"
+    assert TrainConfig(freeze_encoder=True).method == "hamr-cb"
+    assert TrainConfig(method="hamr").method == "hamr"
+    assert TrainConfig(**apply_preset({"preset": "paper"})).method == "hamr-icf"
