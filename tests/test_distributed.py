@@ -263,16 +263,17 @@ def test_neighbour_actor_boost_matches_in_process(ray_local, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # whole runs
 # ---------------------------------------------------------------------------------------------
-def test_one_ray_worker_matches_in_process(ray_local, tmp_path):
+@pytest.mark.parametrize("method", ["hamr", "hamr-icf"])   # hamr-icf: the fine-tuning default
+def test_one_ray_worker_matches_in_process(ray_local, tmp_path, method):
     from hamr_dist.distributed.trainer import train_distributed
     from hamr_dist.train.loop import train
     threads = torch.get_num_threads()
     torch.set_num_threads(1)                     # as in the Ray worker
     try:
-        local = train(small_cfg(tmp_path / "local")).metrics
+        local = train(small_cfg(tmp_path / "local", method=method)).metrics
     finally:
         torch.set_num_threads(threads)
-    dist = train_distributed(small_cfg(tmp_path / "ray", num_workers=1)).metrics
+    dist = train_distributed(small_cfg(tmp_path / "ray", num_workers=1, method=method)).metrics
     assert_same_run(local, dist)
     assert dist["ray"]["world_size"] == 1
 
