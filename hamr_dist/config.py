@@ -79,7 +79,7 @@ class TrainConfig:
     w_max: float = opt(8.0, "upper clip of the normalised weights")
     gamma: float = opt(0.99, "hardness EMA decay")
     hardness_rule: str | None = opt(None, "how post-meta weights become hardness (default: ema for "
-                             "hamr and its ablations, debiased-ema for hamr-cb): ema (the paper's per-visit "
+                             "hamr and its ablations, debiased-ema for hamr-cb and hamr-icf): ema (the paper's per-visit "
                              "EMA from 1), debiased-ema (EMA from 0 divided by 1 - gamma^visits), "
                              "epoch-ema (per-epoch mean weight, decayed per epoch by "
                              "--hardness-epoch-gamma), decay-all (the authors' code: decay every "
@@ -187,8 +187,10 @@ class TrainConfig:
             c.wnet_lr = 3e-4 if task == "ner" else 1e-4
         if c.lam is None:
             c.lam = 0.1 if task == "ner" else 0.7
-        if c.hardness_rule is None:    # chosen on dev: benchmarks/results/quality_probe.md
-            c.hardness_rule = "debiased-ema" if get_method(c.method).class_prior else "ema"
+        if c.hardness_rule is None:    # chosen on dev: docs/hardness.md
+            m = get_method(c.method)       # ours (a class prior in the draw or the loss): debiased
+            ours = m.class_prior or (m.class_weights and m.resample)
+            c.hardness_rule = "debiased-ema" if ours else "ema"
         if c.ner_sample_loss is None:  # chosen on dev per regime: docs/hardness.md
             m = get_method(c.method)
             # the max pushes rare entity tokens; ICF's token weights already do, and a converged

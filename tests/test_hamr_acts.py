@@ -281,7 +281,8 @@ def test_hamr_icf_is_hamr_with_icf_weights_in_the_loss():
     m, hamr, icf = get_method("hamr-icf"), get_method("hamr"), get_method("icf")
     assert m.class_weights and not m.class_prior
     assert (m.meta, m.resample, m.knn, m.loss) == (hamr.meta, hamr.resample, hamr.knn, icf.loss)
-    assert TrainConfig(method="hamr-icf").resolved("cls").hardness_rule == "ema"   # the paper's
+    assert TrainConfig(method="hamr-icf").resolved("cls").hardness_rule == "debiased-ema"
+    assert TrainConfig(method="hamr").resolved("cls").hardness_rule == "ema"   # the paper's
 
 
 def test_default_method_follows_the_regime():
