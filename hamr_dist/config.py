@@ -171,6 +171,7 @@ class TrainConfig:
     def resolved(self, task: str) -> "TrainConfig":
         """Fill task-dependent defaults and validate; returns a new config."""
         c = dataclasses.replace(self, task=task)
+        m = get_method(c.method)
         if c.method == "lnr" and task != "cls":
             raise ConfigError("method lnr re-balances sequence labels and supports classification "
                               "only (use --method hamr-cb or icf for NER)")
@@ -188,11 +189,10 @@ class TrainConfig:
         if c.lam is None:
             c.lam = 0.1 if task == "ner" else 0.7
         if c.hardness_rule is None:    # chosen on dev: docs/hardness.md
-            m = get_method(c.method)       # ours (a class prior in the draw or the loss): debiased
+            # ours (a class prior in the draw or the loss): debiased
             ours = m.class_prior or (m.class_weights and m.resample)
             c.hardness_rule = "debiased-ema" if ours else "ema"
         if c.ner_sample_loss is None:  # chosen on dev per regime: docs/hardness.md
-            m = get_method(c.method)
             # the max pushes rare entity tokens; ICF's token weights already do, and a converged
             # head (frozen encoder) learns more from every token's loss
             mean = m.class_weights or (m.class_prior and c.freeze_encoder)

@@ -42,10 +42,13 @@ def sample_groups(records, task: str, label_names) -> SampleGroups:
             j = tag_type[t]
             if j is not None:
                 member[i, j] = True
-    counts = member.sum(0)
-    rank = np.where(member, counts[None, :], np.iinfo(np.int64).max)
-    primary = np.where(member.any(1), rank.argmin(1), -1)
-    return SampleGroups(types, member, primary)
+    return SampleGroups(types, member, rarest_group(member))
+
+
+def rarest_group(member: np.ndarray) -> np.ndarray:
+    """Per sample, the group it belongs to with the fewest members (-1 for none)."""
+    rank = np.where(member, member.sum(0)[None, :], np.iinfo(np.int64).max)
+    return np.where(member.any(1), rank.argmin(1), -1)
 
 
 def effective_number(n: np.ndarray, beta: float) -> np.ndarray:
@@ -75,7 +78,7 @@ def class_prior(groups: SampleGroups, power: float, beta: float | None = None) -
     """
     n_g = groups.member.sum(0).astype(np.float64)
     if beta is not None:
-        n_g = np.where(n_g > 0, effective_number(n_g, beta), 0.0)
+        n_g = effective_number(n_g, beta)      # 0 stays 0
     w_g = np.append(np.where(n_g > 0, np.maximum(n_g, 1.0) ** -float(power), 0.0),
                     n_g.max(initial=1.0) ** -float(power))
     prior = w_g[np.where(groups.primary < 0, len(groups.names), groups.primary)]

@@ -102,16 +102,12 @@ def train_groups(s: Setup):
     """The training samples' classes (NER: entity types), for diagnostics and hamr-cb; computed
     once per Setup (a Ray rank 0 needs them for the hardness actor and for its diagnostics)."""
     if s.groups is None:
-        from ..sampling.groups import SampleGroups
-        names = list(s.data.label_names if s.data.task == "cls" else s.data.entity_types)
+        from ..sampling.groups import SampleGroups, rarest_group
+        cls = s.data.task == "cls"
         member = s.train.units > 0
-        if s.data.task == "cls":
-            s.groups = SampleGroups(names, member, np.asarray(s.train.labels, np.int64))
-        else:   # as sample_groups: the rarest type a sentence contains
-            counts = member.sum(0)
-            rank = np.where(member, counts[None, :], np.iinfo(np.int64).max)
-            s.groups = SampleGroups(names, member,
-                                    np.where(member.any(1), rank.argmin(1), -1))
+        primary = np.asarray(s.train.labels, np.int64) if cls else rarest_group(member)
+        s.groups = SampleGroups(list(s.data.label_names if cls else s.data.entity_types),
+                                member, primary)
     return s.groups
 
 
