@@ -92,6 +92,11 @@ class TrainConfig:
     class_prior_beta: float | None = opt(None, "hamr-cb: count each class by its effective "
                                          "number (1 - beta^n) / (1 - beta) (Cui et al. 2019) "
                                          "instead of n, e.g. 0.999; default: plain counts")
+    class_prior_warmup_ratio: float | None = opt(None, "share of the training steps over which the "
+                                                 "class prior (ICF's class weights, hamr-cb's "
+                                                 "sampling prior) ramps in linearly from none to "
+                                                 "full; 0: full from the first step; default: 0 "
+                                                 "(docs/hardness.md)")
     meta_loss: str = opt("mean", "meta objective on the balanced meta set: mean (the paper's mean "
                          "cross-entropy) or balanced (mean over the classes of each class's mean "
                          "loss; NER: per entity type, O one class)", ["mean", "balanced"])
@@ -197,6 +202,8 @@ class TrainConfig:
             # head (frozen encoder) learns more from every token's loss
             mean = m.class_weights or (m.class_prior and c.freeze_encoder)
             c.ner_sample_loss = "mean" if mean and c.preset != "paper" else "max"
+        if c.class_prior_warmup_ratio is None:
+            c.class_prior_warmup_ratio = 0.0
         if c.meta_update_lr is None:
             c.meta_update_lr = c.learning_rate if c.freeze_encoder else 2e-4
         if c.meta_batch_size is None:
@@ -223,6 +230,8 @@ class TrainConfig:
             ("class_prior_power", self.class_prior_power >= 0, "must be >= 0"),
             ("class_prior_beta", self.class_prior_beta is None or 0 < self.class_prior_beta < 1,
              "must be in (0, 1)"),
+            ("class_prior_warmup_ratio", self.class_prior_warmup_ratio is None
+             or 0 <= self.class_prior_warmup_ratio <= 1, "must be in [0, 1]"),
             ("dice_alpha", self.dice_alpha >= 0, "must be >= 0"),
             ("dice_smooth", self.dice_smooth >= 0, "must be >= 0"),
             ("lnr_warmup_epochs", self.lnr_warmup_epochs >= 1, "must be >= 1"),

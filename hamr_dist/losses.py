@@ -111,6 +111,15 @@ def icf_weights(counts, n_total: int | None = None, groups=None) -> torch.Tensor
     return torch.where(counts > 0, n / (c * counts.clamp_min(1)), torch.zeros_like(counts))
 
 
+def class_weights_at(weights: torch.Tensor | None, share: float) -> torch.Tensor | None:
+    """Class weights at ``share`` of their strength: ``share * w + (1 - share)``. ICF's
+    weights average 1 over the training positions, so the mix does too and the loss keeps its
+    scale while the prior ramps in (``--class-prior-warmup-ratio``)."""
+    if weights is None or share >= 1:
+        return weights
+    return share * weights + (1 - share)
+
+
 def entity_groups(label_names) -> list[int]:
     """Group id per NER tag: O -> 0, B-X and I-X -> the same id per type X."""
     ids: dict[str, int] = {}

@@ -179,8 +179,9 @@ def test_hamr_cb_draw_follows_prior_and_hardness(tmp_path):
 
 
 def test_ray_worker_with_prior_and_epoch_rule_matches_in_process(ray_local, tmp_path):
-    """The actor gets the rule and the prior at begin, closes each epoch once, and computes the
-    whole-h diagnostics: one Ray worker gives the in-process numbers."""
+    """The actor gets the rule and the prior at begin, closes each epoch once, draws with the
+    prior's share of each epoch (--class-prior-warmup-ratio), and computes the whole-h
+    diagnostics: one Ray worker gives the in-process numbers."""
     import torch
 
     from hamr_dist.distributed.trainer import train_distributed
@@ -191,7 +192,7 @@ def test_ray_worker_with_prior_and_epoch_rule_matches_in_process(ray_local, tmp_
                            max_train_samples=300, max_eval_samples=100, num_train_epochs=3,
                            per_device_train_batch_size=16, seed=7, progress=False,
                            output_dir=str(tmp / "out"), storage_path=str(tmp / "ray"),
-                           run_name="run", mlflow=False, **kw)
+                           run_name="run", mlflow=False, class_prior_warmup_ratio=0.5, **kw)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)                     # as in the Ray worker
     try:

@@ -189,22 +189,23 @@ class HardnessService:
         return (await self._settled(gen, upto)).boost()
 
     async def probabilities(self, gen: str, upto: int, tau: float, lam: float,
-                            eps: float = 1e-6) -> np.ndarray:
-        return (await self._settled(gen, upto)).probabilities(tau, lam, eps)
+                            eps: float = 1e-6, prior: float = 1.0) -> np.ndarray:
+        return (await self._settled(gen, upto)).probabilities(tau, lam, eps, prior)
 
     async def draw(self, gen: str, upto: int, epoch: int, seed: int, ratio: float, tau: float,
-                   lam: float, uniform: bool = False) -> np.ndarray:
+                   lam: float, uniform: bool = False, prior: float = 1.0) -> np.ndarray:
         store = await self._settled(gen, upto)
-        key = (gen, self._version, epoch, seed, ratio, tau, lam, uniform)
+        key = (gen, self._version, epoch, seed, ratio, tau, lam, uniform, prior)
         if self._draw_cache is None or self._draw_cache[0] != key:   # every rank asks once
-            self._draw_cache = (key, store.draw(epoch, seed, ratio, tau, lam, uniform=uniform))
+            self._draw_cache = (key, store.draw(epoch, seed, ratio, tau, lam, uniform=uniform,
+                                                prior=prior))
         return self._draw_cache[1]
 
     async def state_dict(self, gen: str, upto: int) -> dict:
         return (await self._settled(gen, upto)).state_dict()
 
-    async def stats(self, gen: str, upto: int, tau: float, lam: float) -> dict:
-        return (await self._settled(gen, upto)).stats(tau, lam)
+    async def stats(self, gen: str, upto: int, tau: float, lam: float, prior: float = 1.0) -> dict:
+        return (await self._settled(gen, upto)).stats(tau, lam, prior)
 
     async def end_epoch(self, gen: str, upto: int, epoch: int) -> None:
         """Every rank calls this after its last update of ``epoch``; it applies once."""
@@ -315,18 +316,19 @@ class HardnessClient:
     def boost(self) -> np.ndarray:
         return self._read("boost")
 
-    def probabilities(self, tau: float, lam: float, eps: float = 1e-6) -> np.ndarray:
-        return self._read("probabilities", tau, lam, eps)
+    def probabilities(self, tau: float, lam: float, eps: float = 1e-6,
+                      prior: float = 1.0) -> np.ndarray:
+        return self._read("probabilities", tau, lam, eps, prior)
 
     def draw(self, epoch: int, seed: int, ratio: float, tau: float, lam: float,
-             uniform: bool = False) -> np.ndarray:
-        return self._read("draw", epoch, seed, ratio, tau, lam, uniform)
+             uniform: bool = False, prior: float = 1.0) -> np.ndarray:
+        return self._read("draw", epoch, seed, ratio, tau, lam, uniform, prior)
 
     def state_dict(self) -> dict:
         return self._read("state_dict")
 
-    def stats(self, tau: float, lam: float) -> dict:
-        return self._read("stats", tau, lam)
+    def stats(self, tau: float, lam: float, prior: float = 1.0) -> dict:
+        return self._read("stats", tau, lam, prior)
 
     def end_epoch(self, epoch: int | None = None) -> None:
         self._read("end_epoch", -1 if epoch is None else int(epoch))

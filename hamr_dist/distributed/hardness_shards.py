@@ -294,15 +294,17 @@ class ShardedHardnessClient:
     def state_dict(self) -> dict:
         return self._merged_store().state_dict()
 
-    def probabilities(self, tau: float, lam: float, eps: float = 1e-6) -> np.ndarray:
-        return self._merged_store().probabilities(tau, lam, eps)
+    def probabilities(self, tau: float, lam: float, eps: float = 1e-6,
+                      prior: float = 1.0) -> np.ndarray:
+        return self._merged_store().probabilities(tau, lam, eps, prior)
 
     def draw(self, epoch: int, seed: int, ratio: float, tau: float, lam: float,
-             uniform: bool = False) -> np.ndarray:
-        return self._merged_store().draw(epoch, seed, ratio, tau, lam, uniform=uniform)
+             uniform: bool = False, prior: float = 1.0) -> np.ndarray:
+        return self._merged_store().draw(epoch, seed, ratio, tau, lam, uniform=uniform,
+                                         prior=prior)
 
-    def stats(self, tau: float, lam: float) -> dict:
-        return self._merged_store().stats(tau, lam)
+    def stats(self, tau: float, lam: float, prior: float = 1.0) -> dict:
+        return self._merged_store().stats(tau, lam, prior)
 
     def end_epoch(self, epoch: int | None = None) -> None:
         self._gather("end_epoch", -1 if epoch is None else int(epoch))

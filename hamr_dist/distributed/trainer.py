@@ -419,14 +419,14 @@ class Instrumented:
     def set_boost(self, b):
         self.store.set_boost(b)
 
-    def probabilities(self, tau, lam, eps=1e-6):
-        return self.store.probabilities(tau, lam, eps)
+    def probabilities(self, tau, lam, eps=1e-6, prior=1.0):
+        return self.store.probabilities(tau, lam, eps, prior)
 
     def state_dict(self):
         return self.store.state_dict()
 
-    def stats(self, tau, lam):
-        return self.store.stats(tau, lam)
+    def stats(self, tau, lam, prior=1.0):
+        return self.store.stats(tau, lam, prior)
 
     def end_epoch(self, epoch=None):
         self.store.end_epoch(epoch)
@@ -434,8 +434,8 @@ class Instrumented:
     def load_state_dict(self, d):
         self.store.load_state_dict(d)
 
-    def draw(self, epoch, seed, ratio, tau, lam, uniform=False):
-        d = self.store.draw(epoch, seed, ratio, tau, lam, uniform=uniform)
+    def draw(self, epoch, seed, ratio, tau, lam, uniform=False, prior=1.0):
+        d = self.store.draw(epoch, seed, ratio, tau, lam, uniform=uniform, prior=prior)
         self.epoch, self.step = int(epoch), 0
         self.draws[int(epoch)] = _digest(np.asarray(d, dtype=np.int64))
         self.times = [time.perf_counter()]

@@ -22,9 +22,10 @@ class HardnessStore(Protocol):
     def hardness(self) -> np.ndarray: ...
     def set_boost(self, b: np.ndarray) -> None: ...
     def boost(self) -> np.ndarray: ...
-    def probabilities(self, tau: float, lam: float, eps: float = 1e-6) -> np.ndarray: ...
+    def probabilities(self, tau: float, lam: float, eps: float = 1e-6,
+                      prior: float = 1.0) -> np.ndarray: ...
     def draw(self, epoch: int, seed: int, ratio: float, tau: float, lam: float,
-             uniform: bool = False) -> np.ndarray: ...
+             uniform: bool = False, prior: float = 1.0) -> np.ndarray: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, d: dict) -> None: ...
 
@@ -168,10 +169,17 @@ class InMemoryHardness:
     def prior(self) -> np.ndarray | None:
         return None if self._prior is None else self._prior.copy()
 
-    def stats(self, tau: float, lam: float) -> dict:
+    def _prior_at(self, share: float) -> np.ndarray | None:
+        """The sampling prior at ``share`` of its strength (``--class-prior-warmup-ratio``):
+        ``share * prior + (1 - share)``, still of mean 1."""
+        if self._prior is None or share <= 0:
+            return None
+        return self._prior if share >= 1 else share * self._prior + (1.0 - share)
+
+    def stats(self, tau: float, lam: float, prior: float = 1.0) -> dict:
         """The draw diagnostics that need the whole h (computed where h lives: the actor)."""
         from .diagnostics import sampler_stats
-        return sampler_stats(self._current(), self.probabilities(tau, lam))
+        return sampler_stats(self._current(), self.probabilities(tau, lam, prior=prior))
 
     def set_boost(self, b: np.ndarray) -> None:
         b = np.asarray(b, dtype=np.float32).ravel()
@@ -182,19 +190,22 @@ class InMemoryHardness:
     def boost(self) -> np.ndarray:
         return self._b.copy()
 
-    def probabilities(self, tau: float, lam: float, eps: float = 1e-6) -> np.ndarray:
-        """``p ∝ (h + eps)^tau * (1 + lam * b)`` in float64, summing to 1."""
+    def probabilities(self, tau: float, lam: float, eps: float = 1e-6,
+                      prior: float = 1.0) -> np.ndarray:
+        """``p ∝ (h + eps)^tau * (1 + lam * b) [* the prior at share prior]`` in float64,
+        summing to 1."""
         h = np.maximum(self._current().astype(np.float64), 0.0)  # w_post > 0, so h < 0 is only noise
         score = (h + eps) ** tau * (1.0 + lam * self._b.astype(np.float64))
-        if self._prior is not None:
-            score *= self._prior
+        pr = self._prior_at(prior)
+        if pr is not None:
+            score *= pr
         total = score.sum()
         if not np.isfinite(total) or total <= 0:
             raise ValueError("sampling scores do not sum to a positive finite number")
         return score / total
 
     def draw(self, epoch: int, seed: int, ratio: float, tau: float, lam: float,
-             uniform: bool = False) -> np.ndarray:
+             uniform: bool = False, prior: float = 1.0) -> np.ndarray:
         """One epoch's ``ceil(ratio*n)`` indices, a pure function of (seed, epoch, state).
 
         Weighted: i.i.d. with replacement from :meth:`probabilities`. Uniform: fresh seeded
@@ -207,7 +218,8 @@ class InMemoryHardness:
             reps = -(-m // self.n)
             return np.concatenate([rng.permutation(self.n) for _ in range(reps)])[:m]
         from .draw import weighted_draw     # inverse CDF + guide table: 10^8 samples in seconds
-        return weighted_draw(self._current(), self._b, m, seed, epoch, tau, lam, prior=self._prior)
+        return weighted_draw(self._current(), self._b, m, seed, epoch, tau, lam,
+                             prior=self._prior_at(prior))
 
     def state_dict(self) -> dict:
         d = {"n": self.n, "gamma": self.gamma, "rule": self.rule, "h": self._current().copy(),

@@ -39,14 +39,16 @@ class EpochDiagnostics:
         self.groups = groups if groups is not None else train_groups(s)
         self.probe = probe_indices(len(s.train.batches), s.cfg.probe_size, s.cfg.seed)
 
-    def __call__(self, model, store, draw, h, weights, tau: float, lam: float) -> tuple[dict, dict]:
-        """(flat numbers, per-class draw/train shares) of one finished epoch."""
+    def __call__(self, model, store, draw, h, weights, tau: float, lam: float,
+                 prior: float = 1.0) -> tuple[dict, dict]:
+        """(flat numbers, per-class draw/train shares) of one finished epoch; ``prior``: the
+        share of the sampling prior in the epoch's draw."""
         c = self.s.cfg
         flat, shares = draw_stats(draw, len(self.s.train.batches), self.groups)
         if weights is not None and len(weights):
             flat.update(weight_stats(torch.cat(weights).numpy(), c.w_min, c.w_max))
         if h is not None:
-            flat.update(store.stats(tau, lam))
+            flat.update(store.stats(tau, lam, prior))
             if len(self.probe) > 1:
                 l = probe_losses(model, self.s.train.batches, self.probe, c.per_device_eval_batch_size)
                 flat["spearman_h_loss"] = spearman(h[self.probe], l)

@@ -23,7 +23,8 @@ from .. import tracking
 from ..config import parse_scope
 from ..data.tokenize import to_device
 from ..errors import HamrError
-from ..losses import IGNORE, balanced_ce, entity_groups, per_sample, position_loss
+from ..losses import (IGNORE, balanced_ce, class_weights_at, entity_groups, per_sample,
+                      position_loss)
 from ..meta.schedule import MetaSchedule
 from ..meta.step import current_weights, loss_ratio_weights, meta_step
 from ..meta.weight_net import WeightNet, weight_curve
@@ -139,6 +140,15 @@ def linear_schedule(opt, warmup: int, total: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, f)
 
 
+def prior_strength(step: int, total: int, warmup_ratio: float) -> float:
+    """How much of the class prior applies at 0-based ``step`` of ``total``: a linear ramp
+    from 0 to 1 over the first ``warmup_ratio`` of the run (deferred re-balancing, Cao et al.
+    2019, made gradual): the model first learns from the data as drawn, then re-balances."""
+    if warmup_ratio <= 0:
+        return 1.0
+    return min(1.0, step / (warmup_ratio * total))
+
+
 def run_length(c, steps_per_epoch: int) -> tuple[int, int]:
     """(epochs, optimizer steps per worker) of a run. ``--max-steps``, when set, is the number
     of steps and decides the epochs (the last one possibly partial), as in Hugging Face."""
@@ -227,10 +237,12 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
             # Boost from epoch 1 on: at epoch 0 h is still uniform, so "hardest" would be arbitrary.
             if boost is not None and c.lam > 0 and epoch > 0 and epoch % c.knn_build_freq == 0:
                 store.set_boost(boost(store.hardness()))
-            draw = store.draw(epoch, c.seed, ratio, c.tau, c.lam if m.knn else 0.0,
-                              uniform=not m.resample)
-            mine = shard_for_rank(draw, rt.rank, rt.world_size, c.per_device_train_batch_size)
             step = epoch * steps_per_epoch    # steps before this epoch (checkpoints are per epoch)
+            # the sampling prior's share is set per draw: at the epoch's first step
+            share = prior_strength(step, total, c.class_prior_warmup_ratio)
+            draw = store.draw(epoch, c.seed, ratio, c.tau, c.lam if m.knn else 0.0,
+                              uniform=not m.resample, prior=share)
+            mine = shard_for_rank(draw, rt.rank, rt.world_size, c.per_device_train_batch_size)
             bar = _progress(rt, min(steps_per_epoch, total - step), epoch, num_epochs)
             losses_seen, weights_seen, bad = [], [], 0
             for start in range(0, len(mine), c.per_device_train_batch_size):
@@ -240,7 +252,8 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
                 idx = mine[start:start + c.per_device_train_batch_size]
                 out = train_step(s, model, opt, wnet, wnet_opt, idx, meta_batches, rt,
                                  amp=amp, plan=plan, step=step - 1, relabel=relabel,
-                                 meta_loss_fn=meta_loss_fn)
+                                 meta_loss_fn=meta_loss_fn,
+                                 prior=prior_strength(step - 1, total, c.class_prior_warmup_ratio))
                 if out is None:                       # non-finite: skipped
                     bad += 1; bad_total += 1
                     if bad >= c.max_bad_steps:
@@ -267,10 +280,11 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
             if m.resample:
                 store.end_epoch(epoch)
             h = store.hardness() if m.resample else None
-            rec = epoch_record(epoch, losses_seen, weights_seen, dev, store, c, m, h, bad_total)
+            rec = epoch_record(epoch, losses_seen, weights_seen, dev, store, c, m, h, bad_total,
+                               share)
             if diag is not None:
                 flat, shares = diag(model, store, draw, h, weights_seen, c.tau,
-                                    c.lam if m.knn else 0.0)
+                                    c.lam if m.knn else 0.0, share)
                 rec.update(flat)
                 rec["draw_share"] = shares
             if m.relabel == "lnr" and relabel is None and epoch + 1 >= c.lnr_warmup_epochs:
@@ -321,13 +335,14 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
 def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runtime, *,
                amp: Precision | None = None, plan: MetaSchedule | None = None,
                step: int | None = None, relabel: np.ndarray | None = None,
-               meta_loss_fn: Callable | None = None):
+               meta_loss_fn: Callable | None = None, prior: float = 1.0):
     """One step; returns (loss, hardness signal or None, post-meta weights or None), or None when
     skipped as non-finite.
     ``amp``: mixed precision (default fp32); ``plan``: the meta schedule (``--meta-every``,
     ``--meta-reuse``, ``--meta-fuse``; default: a meta update with a fresh meta batch every
     step); ``step``: the run's 0-based step, the phase of ``--meta-every``; ``meta_loss_fn``:
-    the meta objective (default: ``meta_objective(s)``, built per call)."""
+    the meta objective (default: ``meta_objective(s)``, built per call); ``prior``: the share
+    of ICF's class weights that applies (``--class-prior-warmup-ratio``), the rest is weight 1."""
     c, m = s.cfg, s.method
     amp = amp or Precision()
     device = next(model.parameters()).device
@@ -346,8 +361,8 @@ def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runt
             logits = model(batch)
     logits = logits.float()                   # losses, weights and hardness stay fp32
     labels = batch["labels"]
-    pos = position_loss(m.loss, logits, labels, s.class_weights, dice_alpha=c.dice_alpha,
-                        dice_smooth=c.dice_smooth)
+    pos = position_loss(m.loss, logits, labels, class_weights_at(s.class_weights, prior),
+                        dice_alpha=c.dice_alpha, dice_smooth=c.dice_smooth)
     ner = logits.dim() == 3
     hard = per_sample(pos, labels, "max") if ner else pos          # HAMR's l_i
     train_l = per_sample(pos, labels, c.ner_sample_loss if m.meta else "mean") if ner else pos
@@ -429,7 +444,7 @@ def lnr_labels(s: Setup, model, c) -> np.ndarray:
     return new
 
 
-def epoch_record(epoch, losses, weights, dev, store, c, m, h, bad_total) -> dict:
+def epoch_record(epoch, losses, weights, dev, store, c, m, h, bad_total, prior=1.0) -> dict:
     # what users read counts epochs from 1 (console, metrics.json, MLflow steps, Tune); only the
     # loop's own index and the checkpoint's "epoch" count from 0
     rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
@@ -441,7 +456,8 @@ def epoch_record(epoch, losses, weights, dev, store, c, m, h, bad_total) -> dict
     if h is not None:
         b = store.boost()
         rec.update(boosted_share=float((b > 0).mean()),
-                   sampling_entropy=sampling_entropy(store.probabilities(c.tau, c.lam if m.knn else 0.0)),
+                   sampling_entropy=sampling_entropy(store.probabilities(
+                       c.tau, c.lam if m.knn else 0.0, prior=prior)),
                    hardness_mean=float(h.mean()), hardness_std=float(h.std()))
     return rec
 
