@@ -97,6 +97,11 @@ class TrainConfig:
                                                  "sampling prior) ramps in linearly from none to "
                                                  "full; 0: full from the first step; default: 0 "
                                                  "(docs/hardness.md)")
+    class_weight_feedback: float | None = opt(None, "ICF methods (icf, hamr-icf): after each "
+                                              "epoch, scale each class's weight by its mean "
+                                              "meta-set loss relative to the mean over classes, "
+                                              "to this power (0: static ICF; default 0; "
+                                              "docs/hardness.md)")
     meta_loss: str = opt("mean", "meta objective on the balanced meta set: mean (the paper's mean "
                          "cross-entropy) or balanced (mean over the classes of each class's mean "
                          "loss; NER: per entity type, O one class)", ["mean", "balanced"])
@@ -202,6 +207,8 @@ class TrainConfig:
             # head (frozen encoder) learns more from every token's loss
             mean = m.class_weights or (m.class_prior and c.freeze_encoder)
             c.ner_sample_loss = "mean" if mean and c.preset != "paper" else "max"
+        if c.class_weight_feedback is None:
+            c.class_weight_feedback = 0.0
         if c.class_prior_warmup_ratio is None:
             c.class_prior_warmup_ratio = 0.0
         if c.meta_update_lr is None:
@@ -230,6 +237,8 @@ class TrainConfig:
             ("class_prior_power", self.class_prior_power >= 0, "must be >= 0"),
             ("class_prior_beta", self.class_prior_beta is None or 0 < self.class_prior_beta < 1,
              "must be in (0, 1)"),
+            ("class_weight_feedback", self.class_weight_feedback is None
+             or self.class_weight_feedback >= 0, "must be >= 0"),
             ("class_prior_warmup_ratio", self.class_prior_warmup_ratio is None
              or 0 <= self.class_prior_warmup_ratio <= 1, "must be in [0, 1]"),
             ("dice_alpha", self.dice_alpha >= 0, "must be >= 0"),

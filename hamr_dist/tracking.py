@@ -112,6 +112,8 @@ def epoch_metrics(rec: dict) -> dict:
             for c, d in v.items():
                 out[_key(f"draw_share_{c}")] = float(d["draw"])
                 out[_key(f"train_share_{c}")] = float(d["train"])
+        elif k == "class_weight" and isinstance(v, dict):   # --class-weight-feedback
+            out.update({_key(f"class_weight_{c}"): float(w) for c, w in v.items()})
         elif (x := _number(v)) is not None:
             out[_key(k)] = x
     return out

@@ -30,6 +30,7 @@ from ..meta.step import current_weights, loss_ratio_weights, meta_step
 from ..meta.weight_net import WeightNet, weight_curve
 from ..sampling.hardness import InMemoryHardness, sampling_entropy, shard_for_rank
 from .diagnose import EpochDiagnostics, hardness_options
+from .class_feedback import feedback_weights
 from .evaluate import eval_logits, evaluate
 from .lnr import flip_labels
 from .precision import Precision
@@ -167,6 +168,7 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
     device = next(model.parameters()).device
 
     groups = train_groups(s)        # hamr-cb's class prior and the diagnostics
+    class_weights = s.class_weights     # ICF; --class-weight-feedback rescales it per epoch
     store = rt.hardness if rt.hardness is not None else InMemoryHardness(
         n_train, gamma=c.gamma, **hardness_options(s))
     diag = EpochDiagnostics(s, groups) if rt.chief else None
@@ -238,6 +240,12 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
             if boost is not None and c.lam > 0 and epoch > 0 and epoch % c.knn_build_freq == 0:
                 store.set_boost(boost(store.hardness()))
             step = epoch * steps_per_epoch    # steps before this epoch (checkpoints are per epoch)
+            feedback = None
+            if m.class_weights and c.class_weight_feedback > 0 and epoch > 0:
+                # from the model as the last epoch left it (so a resumed run computes the same)
+                class_weights, feedback = feedback_weights(
+                    model, s, s.class_weights, c.class_weight_feedback,
+                    c.per_device_eval_batch_size)
             # the sampling prior's share is set per draw: at the epoch's first step
             share = prior_strength(step, total, c.class_prior_warmup_ratio)
             draw = store.draw(epoch, c.seed, ratio, c.tau, c.lam if m.knn else 0.0,
@@ -253,7 +261,8 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
                 out = train_step(s, model, opt, wnet, wnet_opt, idx, meta_batches, rt,
                                  amp=amp, plan=plan, step=step - 1, relabel=relabel,
                                  meta_loss_fn=meta_loss_fn,
-                                 prior=prior_strength(step - 1, total, c.class_prior_warmup_ratio))
+                                 prior=prior_strength(step - 1, total, c.class_prior_warmup_ratio),
+                                 class_weights=class_weights)
                 if out is None:                       # non-finite: skipped
                     bad += 1; bad_total += 1
                     if bad >= c.max_bad_steps:
@@ -290,6 +299,8 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
             if m.relabel == "lnr" and relabel is None and epoch + 1 >= c.lnr_warmup_epochs:
                 relabel = lnr_labels(s, model, c)
                 rec["relabelled_share"] = float(np.mean(relabel != train_labels(s)))
+            if feedback is not None:
+                rec["class_weight"] = feedback
             rec["global_step"] = step
             history.append(rec)
             if best is None or dev["macro_f1"] > best["dev"]["macro_f1"]:
@@ -335,14 +346,16 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
 def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runtime, *,
                amp: Precision | None = None, plan: MetaSchedule | None = None,
                step: int | None = None, relabel: np.ndarray | None = None,
-               meta_loss_fn: Callable | None = None, prior: float = 1.0):
+               meta_loss_fn: Callable | None = None, prior: float = 1.0,
+               class_weights: torch.Tensor | None = None):
     """One step; returns (loss, hardness signal or None, post-meta weights or None), or None when
     skipped as non-finite.
     ``amp``: mixed precision (default fp32); ``plan``: the meta schedule (``--meta-every``,
     ``--meta-reuse``, ``--meta-fuse``; default: a meta update with a fresh meta batch every
     step); ``step``: the run's 0-based step, the phase of ``--meta-every``; ``meta_loss_fn``:
     the meta objective (default: ``meta_objective(s)``, built per call); ``prior``: the share
-    of ICF's class weights that applies (``--class-prior-warmup-ratio``), the rest is weight 1."""
+    of ICF's class weights that applies (``--class-prior-warmup-ratio``), the rest is weight 1;
+    ``class_weights``: instead of ``s.class_weights`` (``--class-weight-feedback``)."""
     c, m = s.cfg, s.method
     amp = amp or Precision()
     device = next(model.parameters()).device
@@ -361,7 +374,9 @@ def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runt
             logits = model(batch)
     logits = logits.float()                   # losses, weights and hardness stay fp32
     labels = batch["labels"]
-    pos = position_loss(m.loss, logits, labels, class_weights_at(s.class_weights, prior),
+    if class_weights is None:
+        class_weights = s.class_weights
+    pos = position_loss(m.loss, logits, labels, class_weights_at(class_weights, prior),
                         dice_alpha=c.dice_alpha, dice_smooth=c.dice_smooth)
     ner = logits.dim() == 3
     hard = per_sample(pos, labels, "max") if ner else pos          # HAMR's l_i

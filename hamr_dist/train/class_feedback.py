@@ -1,0 +1,77 @@
+"""Class weights that follow how hard each class is (``--class-weight-feedback q``, ICF methods).
+
+ICF fixes every class's weight from its count. On a corpus with a diffuse majority class
+(Irma's "other relevant information") the model then stops predicting that class at all: its
+weight is the smallest while it is the one the model gets most wrong. After each epoch this
+scales ICF's weights by each class's mean loss on the balanced meta set relative to the mean
+over classes, to the power q: a class the model gets wrong gains weight, a class it has learned
+loses some. NER pools B-X and I-X into type X and O into one class, as ICF does. The rescaled
+weights keep ICF's mean of 1 over the training positions, so the loss keeps its scale.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..losses import entity_groups, token_ce
+from .evaluate import eval_logits
+
+
+def group_names(s) -> list[str]:
+    """The names of :func:`label_groups`' classes (NER: O and the entity types)."""
+    if s.data.task != "ner":
+        return list(s.data.label_names)
+    names: dict[str, None] = {}
+    for n in s.data.label_names:
+        names.setdefault(n[2:] if n[:2] in ("B-", "I-") else n)
+    return list(names)
+
+
+def label_groups(s) -> torch.Tensor:
+    """The class of each label id: itself (classification) or its entity type (NER)."""
+    if s.data.task == "ner":
+        return torch.as_tensor(entity_groups(s.data.label_names))
+    return torch.arange(len(s.data.label_names))
+
+
+@torch.no_grad()
+def meta_class_losses(model, s, batch_size: int) -> np.ndarray:
+    """Mean unweighted CE per class over the meta set (NaN for a class it does not hold)."""
+    groups = label_groups(s)
+    n = int(groups.max()) + 1
+    sums, counts = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    for b, logits in eval_logits(model, s.meta.batches, np.arange(len(s.meta.batches)), batch_size):
+        labels = b["labels"].cpu()
+        mask = labels != -100
+        loss = token_ce(logits.cpu(), labels)[mask].double()
+        g = groups[labels[mask]]
+        sums.index_add_(0, g, loss)
+        counts.index_add_(0, g, torch.ones_like(loss))
+    return torch.where(counts > 0, sums / counts.clamp_min(1), torch.nan).numpy()
+
+
+def rescale(icf: torch.Tensor, groups: torch.Tensor, class_loss: np.ndarray,
+            power: float) -> torch.Tensor:
+    """ICF's weights times r_g / mean(r_g) with r_g = (L_g / mean L)^power per class g present
+    in training and in the meta set (r = 1 for the others). ICF's weight of g is N / (G n_g),
+    so the training positions' mean of the result is mean_g(r_g) / mean_g(r_g) = 1."""
+    icf = icf.detach().cpu().double()
+    present = np.zeros(len(class_loss), dtype=bool)
+    present[groups[icf > 0].unique().numpy()] = True
+    known = present & np.isfinite(class_loss) & (class_loss > 0)
+    r = np.ones(len(class_loss))
+    if known.any():
+        r[known] = (class_loss[known] / class_loss[known].mean()) ** power
+    r = r / r[present].mean()
+    return (icf * torch.as_tensor(r)[groups]).float()
+
+
+def feedback_weights(model, s, base: torch.Tensor, power: float, batch_size: int):
+    """(class weights for the next epoch, {class: its weight}) from the current model."""
+    groups = label_groups(s)
+    w = rescale(base, groups, meta_class_losses(model, s, batch_size), power)
+    first = {}
+    for label, g in enumerate(groups.tolist()):
+        first.setdefault(g, label)
+    shown = {name: float(w[first[g]]) for g, name in enumerate(group_names(s)) if g in first}
+    return w.to(base.device), shown
