@@ -100,7 +100,8 @@ class TrainConfig:
     class_weight_feedback: float | None = opt(None, "ICF methods (icf, hamr-icf): after each "
                                               "epoch, scale each class's weight by its mean "
                                               "meta-set loss relative to the mean over classes, "
-                                              "to this power (0: static ICF; default 0; "
+                                              "to this power (0: static ICF; default 1 for "
+                                              "hamr-icf when the encoder trains, else 0; "
                                               "docs/hardness.md)")
     meta_loss: str = opt("mean", "meta objective on the balanced meta set: mean (the paper's mean "
                          "cross-entropy) or balanced (mean over the classes of each class's mean "
@@ -207,8 +208,10 @@ class TrainConfig:
             # head (frozen encoder) learns more from every token's loss
             mean = m.class_weights or (m.class_prior and c.freeze_encoder)
             c.ner_sample_loss = "mean" if mean and c.preset != "paper" else "max"
-        if c.class_weight_feedback is None:
-            c.class_weight_feedback = 0.0
+        if c.class_weight_feedback is None:   # chosen on dev per regime: docs/hardness.md
+            # ours when the encoder trains; the icf baseline stays as its authors define it
+            ours = m.class_weights and m.meta is not None
+            c.class_weight_feedback = 1.0 if ours and not c.freeze_encoder else 0.0
         if c.class_prior_warmup_ratio is None:
             c.class_prior_warmup_ratio = 0.0
         if c.meta_update_lr is None:

@@ -57,10 +57,17 @@ def test_meta_class_losses_match_an_independent_computation(tmp_path):
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
-def test_feedback_run_records_the_weights_and_validates():
+def test_feedback_default_per_method_and_validation():
     with pytest.raises(ConfigError, match="class-weight-feedback"):
         TrainConfig(class_weight_feedback=-1.0).resolved("cls")
-    assert TrainConfig().resolved("cls").class_weight_feedback == 0.0
+    # on for hamr-icf when the encoder trains (the fine-tuning default), off with a frozen
+    # encoder and for the icf baseline; a given value wins
+    assert TrainConfig(method="hamr-icf").resolved("cls").class_weight_feedback == 1.0
+    assert TrainConfig(method="hamr-icf",
+                       freeze_encoder=True).resolved("ner").class_weight_feedback == 0.0
+    assert TrainConfig(method="icf").resolved("cls").class_weight_feedback == 0.0
+    assert TrainConfig(method="hamr-icf",
+                       class_weight_feedback=0.0).resolved("ner").class_weight_feedback == 0.0
 
 
 def test_icf_with_feedback_trains_and_logs_class_weights(tmp_path):

@@ -267,13 +267,18 @@ def test_neighbour_actor_boost_matches_in_process(ray_local, tmp_path):
 def test_one_ray_worker_matches_in_process(ray_local, tmp_path, method):
     from hamr_dist.distributed.trainer import train_distributed
     from hamr_dist.train.loop import train
+    # hamr-icf with its fine-tuning default --class-weight-feedback 1 (the encoder stays frozen
+    # here to keep the test fast): each worker rescales the class weights from the meta set
+    kw = {"method": method, "class_weight_feedback": 1.0 if method == "hamr-icf" else None}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)                     # as in the Ray worker
     try:
-        local = train(small_cfg(tmp_path / "local", method=method)).metrics
+        local = train(small_cfg(tmp_path / "local", **kw)).metrics
     finally:
         torch.set_num_threads(threads)
-    dist = train_distributed(small_cfg(tmp_path / "ray", num_workers=1, method=method)).metrics
+    dist = train_distributed(small_cfg(tmp_path / "ray", num_workers=1, **kw)).metrics
+    if method == "hamr-icf":
+        assert "class_weight" in dist["history"][-1]
     assert_same_run(local, dist)
     assert dist["ray"]["world_size"] == 1
 
