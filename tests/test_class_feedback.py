@@ -87,3 +87,10 @@ def test_icf_with_feedback_trains_and_logs_class_weights(tmp_path):
     assert mean == pytest.approx(1.0, rel=1e-4)
     icf = icf_weights(np.bincount(labels, minlength=len(names))).numpy()
     assert not np.allclose([w[n] for n in names], icf)   # the feedback moved them
+
+
+def test_epoch_line_names_the_lightest_and_heaviest_class():
+    from hamr_dist.train.loop import acting_summary
+    line = acting_summary({"class_weight": {"O": 0.15, "Price": 13.06, "Dish": 8.2}})
+    assert "class weights 0.15 (O) to 13.06 (Price)" in line
+    assert acting_summary({}) == ""

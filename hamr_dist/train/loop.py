@@ -439,6 +439,10 @@ def acting_summary(rec: dict) -> str:
     if "weight_p1" in rec:
         parts.append(f"w p1/p50/p99 {rec['weight_p1']:.2f}/{rec['weight_p50']:.2f}/"
                      f"{rec['weight_p99']:.2f}")
+    if rec.get("class_weight"):                  # --class-weight-feedback
+        cw = rec["class_weight"]
+        lo, hi = min(cw, key=cw.get), max(cw, key=cw.get)
+        parts.append(f"class weights {cw[lo]:.2f} ({lo}) to {cw[hi]:.2f} ({hi})")
     return "; " + "; ".join(parts) if parts else ""
 
 
