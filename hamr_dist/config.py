@@ -92,11 +92,10 @@ class TrainConfig:
     class_prior_beta: float | None = opt(None, "hamr-cb: count each class by its effective "
                                          "number (1 - beta^n) / (1 - beta) (Cui et al. 2019) "
                                          "instead of n, e.g. 0.999; default: plain counts")
-    class_prior_warmup_ratio: float | None = opt(None, "share of the training steps over which the "
-                                                 "class prior (ICF's class weights, hamr-cb's "
-                                                 "sampling prior) ramps in linearly from none to "
-                                                 "full; 0: full from the first step; default: 0 "
-                                                 "(docs/hardness.md)")
+    class_prior_warmup_ratio: float = opt(0.0, "share of the training steps over which the class "
+                                          "prior (ICF's class weights, hamr-cb's sampling prior) "
+                                          "ramps in linearly from none to full; 0: full from the "
+                                          "first step (docs/hardness.md)")
     class_weight_feedback: float | None = opt(None, "ICF methods (icf, hamr-icf): after each "
                                               "epoch, scale each class's weight by its mean "
                                               "meta-set loss relative to the mean over classes, "
@@ -209,11 +208,9 @@ class TrainConfig:
             mean = m.class_weights or (m.class_prior and c.freeze_encoder)
             c.ner_sample_loss = "mean" if mean and c.preset != "paper" else "max"
         if c.class_weight_feedback is None:   # chosen on dev per regime: docs/hardness.md
-            # ours when the encoder trains; the icf baseline stays as its authors define it
-            ours = m.class_weights and m.meta is not None
-            c.class_weight_feedback = 1.0 if ours and not c.freeze_encoder else 0.0
-        if c.class_prior_warmup_ratio is None:
-            c.class_prior_warmup_ratio = 0.0
+            # hamr-icf when the encoder trains; the icf baseline stays as its authors define it
+            icf_meta = m.class_weights and m.meta is not None
+            c.class_weight_feedback = 1.0 if icf_meta and not c.freeze_encoder else 0.0
         if c.meta_update_lr is None:
             c.meta_update_lr = c.learning_rate if c.freeze_encoder else 2e-4
         if c.meta_batch_size is None:
@@ -242,8 +239,8 @@ class TrainConfig:
              "must be in (0, 1)"),
             ("class_weight_feedback", self.class_weight_feedback is None
              or self.class_weight_feedback >= 0, "must be >= 0"),
-            ("class_prior_warmup_ratio", self.class_prior_warmup_ratio is None
-             or 0 <= self.class_prior_warmup_ratio <= 1, "must be in [0, 1]"),
+            ("class_prior_warmup_ratio", 0 <= self.class_prior_warmup_ratio <= 1,
+             "must be in [0, 1]"),
             ("dice_alpha", self.dice_alpha >= 0, "must be >= 0"),
             ("dice_smooth", self.dice_smooth >= 0, "must be >= 0"),
             ("lnr_warmup_epochs", self.lnr_warmup_epochs >= 1, "must be >= 1"),

@@ -76,20 +76,29 @@ def per_sample(pos_loss: torch.Tensor, labels: torch.Tensor, reduction: str) -> 
     return mean
 
 
+def class_loss_sums(logits: torch.Tensor, labels: torch.Tensor, groups=None, n: int | None = None):
+    """(sum, count) of the position CE per class over the labelled positions, [n] each;
+    ``groups`` (a tensor, one group id per label) pools labels into one class first; ``n``
+    defaults to the largest class present + 1."""
+    mask = labels != IGNORE
+    pos = token_ce(logits, labels)[mask]
+    y = labels[mask]
+    if groups is not None:
+        y = groups.to(y.device)[y]
+    if n is None:
+        n = int(y.max()) + 1 if y.numel() else 1
+    sums = pos.new_zeros(n).index_add(0, y, pos)
+    counts = pos.new_zeros(n).index_add(0, y, torch.ones_like(pos))
+    return sums, counts
+
+
 def balanced_ce(logits: torch.Tensor, labels: torch.Tensor, groups=None) -> torch.Tensor:
     """Class-balanced mean cross-entropy: the mean over the classes present in the batch of
     each class's mean position loss. ``groups`` (a tensor, one group id per label) pools
     labels into one class first (NER: B-X and I-X -> type X, O its own class). Plain mean CE
     lets the majority class (NER: O tokens) dominate a meta objective whose target is
     macro-F1; this weights every class the same."""
-    mask = labels != IGNORE
-    pos = token_ce(logits, labels)[mask]
-    y = labels[mask]
-    if groups is not None:
-        y = groups.to(y.device)[y]
-    n = int(y.max()) + 1 if y.numel() else 1
-    sums = pos.new_zeros(n).index_add(0, y, pos)
-    counts = pos.new_zeros(n).index_add(0, y, torch.ones_like(pos))
+    sums, counts = class_loss_sums(logits, labels, groups)
     present = counts > 0
     return (sums[present] / counts[present]).mean()
 
@@ -123,4 +132,13 @@ def class_weights_at(weights: torch.Tensor | None, share: float) -> torch.Tensor
 def entity_groups(label_names) -> list[int]:
     """Group id per NER tag: O -> 0, B-X and I-X -> the same id per type X."""
     ids: dict[str, int] = {}
-    return [ids.setdefault(n[2:] if n[:2] in ("B-", "I-") else n, len(ids)) for n in label_names]
+    return [ids.setdefault(_tag_class(n), len(ids)) for n in label_names]
+
+
+def entity_group_names(label_names) -> list[str]:
+    """The name of each :func:`entity_groups` id: O and the entity types, in id order."""
+    return list(dict.fromkeys(_tag_class(n) for n in label_names))
+
+
+def _tag_class(tag: str) -> str:
+    return tag[2:] if tag[:2] in ("B-", "I-") else tag

@@ -1,7 +1,6 @@
 import os
 
 import numpy as np
-import pytest
 
 from hamr_dist import embeddings as E
 

@@ -2,51 +2,42 @@
 
 ICF fixes every class's weight from its count. On a corpus with a diffuse majority class
 (Irma's "other relevant information") the model then stops predicting that class at all: its
-weight is the smallest while it is the one the model gets most wrong. After each epoch this
-scales ICF's weights by each class's mean loss on the balanced meta set relative to the mean
-over classes, to the power q: a class the model gets wrong gains weight, a class it has learned
-loses some. NER pools B-X and I-X into type X and O into one class, as ICF does. The rescaled
-weights keep ICF's mean of 1 over the training positions, so the loss keeps its scale.
+weight is the smallest while it is the one the model gets most wrong. Each epoch after the
+first this scales ICF's weights by each class's mean loss on the balanced meta set relative to
+the mean over classes, to the power q: a class the model gets wrong gains weight, a class it
+has learned loses some. NER pools B-X and I-X into type X and O into one class, as ICF does.
+The rescaled weights keep ICF's mean of 1 over the training positions, so the loss keeps its
+scale.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from ..losses import entity_groups, token_ce
+from ..losses import class_loss_sums, entity_group_names, entity_groups
 from .evaluate import eval_logits
 
 
-def group_names(s) -> list[str]:
-    """The names of :func:`label_groups`' classes (NER: O and the entity types)."""
-    if s.data.task != "ner":
-        return list(s.data.label_names)
-    names: dict[str, None] = {}
-    for n in s.data.label_names:
-        names.setdefault(n[2:] if n[:2] in ("B-", "I-") else n)
-    return list(names)
-
-
-def label_groups(s) -> torch.Tensor:
-    """The class of each label id: itself (classification) or its entity type (NER)."""
+def label_groups(s) -> tuple[torch.Tensor, list[str]]:
+    """The class of each label id (itself; NER: its entity type) and the classes' names."""
+    names = s.data.label_names
     if s.data.task == "ner":
-        return torch.as_tensor(entity_groups(s.data.label_names))
-    return torch.arange(len(s.data.label_names))
+        return torch.as_tensor(entity_groups(names)), entity_group_names(names)
+    return torch.arange(len(names)), list(names)
 
 
 @torch.no_grad()
-def meta_class_losses(model, s, batch_size: int) -> np.ndarray:
-    """Mean unweighted CE per class over the meta set (NaN for a class it does not hold)."""
-    groups = label_groups(s)
+def meta_class_losses(model, s, batch_size: int, groups: torch.Tensor | None = None) -> np.ndarray:
+    """Mean unweighted CE per class over the meta set (NaN for a class it does not hold);
+    ``groups``: :func:`label_groups`' ids, computed when not given."""
+    if groups is None:
+        groups = label_groups(s)[0]
     n = int(groups.max()) + 1
     sums, counts = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
     for b, logits in eval_logits(model, s.meta.batches, np.arange(len(s.meta.batches)), batch_size):
-        labels = b["labels"].cpu()
-        mask = labels != -100
-        loss = token_ce(logits.cpu(), labels)[mask].double()
-        g = groups[labels[mask]]
-        sums.index_add_(0, g, loss)
-        counts.index_add_(0, g, torch.ones_like(loss))
+        bs, bc = class_loss_sums(logits.cpu(), b["labels"].cpu(), groups, n)
+        sums += bs.double()
+        counts += bc.double()
     return torch.where(counts > 0, sums / counts.clamp_min(1), torch.nan).numpy()
 
 
@@ -68,10 +59,8 @@ def rescale(icf: torch.Tensor, groups: torch.Tensor, class_loss: np.ndarray,
 
 def feedback_weights(model, s, base: torch.Tensor, power: float, batch_size: int):
     """(class weights for the next epoch, {class: its weight}) from the current model."""
-    groups = label_groups(s)
-    w = rescale(base, groups, meta_class_losses(model, s, batch_size), power)
-    first = {}
-    for label, g in enumerate(groups.tolist()):
-        first.setdefault(g, label)
-    shown = {name: float(w[first[g]]) for g, name in enumerate(group_names(s)) if g in first}
-    return w.to(base.device), shown
+    groups, names = label_groups(s)
+    w = rescale(base, groups, meta_class_losses(model, s, batch_size, groups), power)
+    # a class's weight: its labels share it (a tag absent from training has 0)
+    per_class = torch.zeros(len(names)).scatter_reduce(0, groups, w, "amax")
+    return w.to(base.device), {name: float(x) for name, x in zip(names, per_class)}

@@ -258,11 +258,11 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
                     break
                 step += 1
                 idx = mine[start:start + c.per_device_train_batch_size]
+                ramp = prior_strength(step - 1, total, c.class_prior_warmup_ratio)
                 out = train_step(s, model, opt, wnet, wnet_opt, idx, meta_batches, rt,
                                  amp=amp, plan=plan, step=step - 1, relabel=relabel,
                                  meta_loss_fn=meta_loss_fn,
-                                 prior=prior_strength(step - 1, total, c.class_prior_warmup_ratio),
-                                 class_weights=class_weights)
+                                 class_weights=class_weights_at(class_weights, ramp))
                 if out is None:                       # non-finite: skipped
                     bad += 1; bad_total += 1
                     if bad >= c.max_bad_steps:
@@ -346,16 +346,16 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
 def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runtime, *,
                amp: Precision | None = None, plan: MetaSchedule | None = None,
                step: int | None = None, relabel: np.ndarray | None = None,
-               meta_loss_fn: Callable | None = None, prior: float = 1.0,
+               meta_loss_fn: Callable | None = None,
                class_weights: torch.Tensor | None = None):
     """One step; returns (loss, hardness signal or None, post-meta weights or None), or None when
     skipped as non-finite.
     ``amp``: mixed precision (default fp32); ``plan``: the meta schedule (``--meta-every``,
     ``--meta-reuse``, ``--meta-fuse``; default: a meta update with a fresh meta batch every
     step); ``step``: the run's 0-based step, the phase of ``--meta-every``; ``meta_loss_fn``:
-    the meta objective (default: ``meta_objective(s)``, built per call); ``prior``: the share
-    of ICF's class weights that applies (``--class-prior-warmup-ratio``), the rest is weight 1;
-    ``class_weights``: instead of ``s.class_weights`` (``--class-weight-feedback``)."""
+    the meta objective (default: ``meta_objective(s)``, built per call); ``class_weights``:
+    ICF's weights as they stand this step (``--class-weight-feedback``,
+    ``--class-prior-warmup-ratio``; default: ``s.class_weights``)."""
     c, m = s.cfg, s.method
     amp = amp or Precision()
     device = next(model.parameters()).device
@@ -376,8 +376,8 @@ def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runt
     labels = batch["labels"]
     if class_weights is None:
         class_weights = s.class_weights
-    pos = position_loss(m.loss, logits, labels, class_weights_at(class_weights, prior),
-                        dice_alpha=c.dice_alpha, dice_smooth=c.dice_smooth)
+    pos = position_loss(m.loss, logits, labels, class_weights, dice_alpha=c.dice_alpha,
+                        dice_smooth=c.dice_smooth)
     ner = logits.dim() == 3
     hard = per_sample(pos, labels, "max") if ner else pos          # HAMR's l_i
     train_l = per_sample(pos, labels, c.ner_sample_loss if m.meta else "mean") if ner else pos
