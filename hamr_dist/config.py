@@ -221,6 +221,11 @@ class TrainConfig:
     def validate(self) -> None:
         get_method(self.method)
         parse_scope(self.meta_scope)
+        for f in dataclasses.fields(self):     # YAML, Tune and code bypass argparse's choices
+            allowed, value = f.metadata.get("choices"), getattr(self, f.name)
+            if allowed and value is not None and value not in allowed:
+                raise ConfigError(f"option --{f.name.replace('_', '-')}={value!r} is not valid "
+                                  f"(choose one of: {', '.join(map(str, allowed))})")
         checks = [
             ("num_train_epochs", self.num_train_epochs >= 1, "must be >= 1"),
             ("max_steps", self.max_steps == -1 or self.max_steps >= 1, "must be -1 (off) or >= 1"),
