@@ -86,12 +86,18 @@ class TrainConfig:
                              "entry each step, renormalise); see docs/hardness.md",
                              ["ema", "debiased-ema", "epoch-ema", "decay-all"])
     hardness_epoch_gamma: float = opt(0.5, "decay per epoch of --hardness-rule epoch-ema")
-    class_prior_power: float = opt(1.0, "hamr-cb: sampling prior n_c^-power of the sample's class "
-                                   "(NER: its rarest entity type); 1 balances the classes, 0.5 is "
-                                   "square-root sampling, 0 turns it off")
+    class_prior_power: float | None = opt(None, "hamr-cb: how far the draw moves from the class "
+                                          "shares of --class-prior-reference towards equal "
+                                          "class shares (prior r_c^(1-power) / n_c); 1 balances "
+                                          "the classes, 0 keeps the reference's shares; default "
+                                          "0.5 with --freeze-encoder, else 1 (docs/hardness.md)")
     class_prior_beta: float | None = opt(None, "hamr-cb: count each class by its effective "
                                          "number (1 - beta^n) / (1 - beta) (Cui et al. 2019) "
                                          "instead of n, e.g. 0.999; default: plain counts")
+    class_prior_reference: str = opt("dev", "hamr-cb: the class shares r_c the draw starts "
+                                     "from: dev (the split the model is judged on, so classes "
+                                     "cut in training only are re-balanced fully) or train "
+                                     "(prior n_c^-power)", ["train", "dev"])
     class_prior_warmup_ratio: float = opt(0.0, "share of the training steps over which the class "
                                           "prior (ICF's class weights, hamr-cb's sampling prior) "
                                           "ramps in linearly from none to full; 0: full from the "
@@ -207,6 +213,9 @@ class TrainConfig:
             # head (frozen encoder) learns more from every token's loss
             mean = m.class_weights or (m.class_prior and c.freeze_encoder)
             c.ner_sample_loss = "mean" if mean and c.preset != "paper" else "max"
+        if c.class_prior_power is None:   # chosen on dev per regime: docs/hardness.md
+            # a trained head keeps half of dev's imbalance; fine-tuning balanced fully
+            c.class_prior_power = 0.5 if c.freeze_encoder else 1.0
         if c.class_weight_feedback is None:   # chosen on dev per regime: docs/hardness.md
             # hamr-icf when the encoder trains; the icf baseline stays as its authors define it
             icf_meta = m.class_weights and m.meta is not None
@@ -239,7 +248,8 @@ class TrainConfig:
             ("tau", self.tau > 0, "must be > 0"),
             ("gamma", 0 <= self.gamma < 1, "must be in [0, 1)"),
             ("hardness_epoch_gamma", 0 <= self.hardness_epoch_gamma < 1, "must be in [0, 1)"),
-            ("class_prior_power", self.class_prior_power >= 0, "must be >= 0"),
+            ("class_prior_power", self.class_prior_power is None or self.class_prior_power >= 0,
+             "must be >= 0"),
             ("class_prior_beta", self.class_prior_beta is None or 0 < self.class_prior_beta < 1,
              "must be in (0, 1)"),
             ("class_weight_feedback", self.class_weight_feedback is None

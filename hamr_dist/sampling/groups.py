@@ -59,13 +59,14 @@ def effective_number(n: np.ndarray, beta: float) -> np.ndarray:
     return -np.expm1(n * np.log(beta)) / (1.0 - beta)
 
 
-def class_prior(groups: SampleGroups, power: float, beta: float | None = None) -> np.ndarray:
-    """Per-sample prior n_g^-power of the sample's primary (rarest) group g, where n_g counts the
-    training samples that belong to g; rescaled to mean 1. A sample in no group (NER: a sentence
-    without entities) gets the commonest group's prior, so it is never drawn more than a sentence
-    with entities. CLS: with power 1 every class gets the same share of the draw; 0.5 is
-    square-root sampling; 0 is no prior. NER: a sentence weighs as its rarest entity type, so the
-    share of sentences containing each type moves towards equal.
+def class_prior(groups: SampleGroups, power: float, beta: float | None = None,
+                reference: np.ndarray | None = None) -> np.ndarray:
+    """Per-sample prior of the sample's primary (rarest) group g, rescaled to mean 1: n_g^-power,
+    where n_g counts the training samples that belong to g. A sample in no group (NER: a
+    sentence without entities) gets the smallest group prior, so it is never drawn more than a
+    sentence with entities. CLS: with power 1 every class gets the same share of the draw; 0.5
+    is square-root sampling; 0 is no prior. NER: a sentence weighs as its rarest entity type, so
+    the share of sentences containing each type moves towards equal.
 
     n_g counts membership, not primaries: counting sentences by their primary type (as up to
     2026-12) made the rare types' counts large (every sentence holding one is its primary) and
@@ -75,11 +76,25 @@ def class_prior(groups: SampleGroups, power: float, beta: float | None = None) -
     ``beta``: count each group by its effective number (:func:`effective_number`) instead of
     n_g, so that classes far above 1/(1 - beta) samples are treated as equally well covered and
     the prior re-balances only towards the small ones.
+
+    ``reference``: per-group counts of the split the model is judged on (dev). The draw then
+    aims at that split's class shares r_g tempered towards uniform, r_g^(1 - power): the prior
+    is r_g^(1 - power) / n_g (r_g at least 1). Without it r_g = n_g, the formula above.
+    With power 1 both are a class-balanced draw; below 1 the reference tells a training set
+    that is imbalanced like its evaluation data (keep some of its imbalance) from one whose
+    classes were cut in training only (re-balance them fully).
     """
     n_g = groups.member.sum(0).astype(np.float64)
     if beta is not None:
         n_g = effective_number(n_g, beta)      # 0 stays 0
-    w_g = np.append(np.where(n_g > 0, np.maximum(n_g, 1.0) ** -float(power), 0.0),
-                    n_g.max(initial=1.0) ** -float(power))
+    present = n_g > 0
+    n_safe = np.maximum(n_g, 1.0)
+    if reference is None:
+        w_g = n_safe ** -float(power)
+    else:
+        ref = np.maximum(np.asarray(reference, dtype=np.float64), 1.0)   # absent from dev: 1
+        w_g = (ref / ref.sum()) ** (1.0 - float(power)) / (n_safe / n_safe[present].sum())
+    w_g = np.where(present, w_g, 0.0)
+    w_g = np.append(w_g, w_g[present].min() if present.any() else 1.0)
     prior = w_g[np.where(groups.primary < 0, len(groups.names), groups.primary)]
     return prior / prior.mean()

@@ -11,7 +11,7 @@ import torch
 
 from ..losses import per_sample, token_ce
 from ..sampling.diagnostics import draw_stats, probe_indices, spearman, weight_stats
-from ..sampling.groups import class_prior
+from ..sampling.groups import class_prior, sample_groups
 from .evaluate import eval_logits
 from .setup import train_groups
 
@@ -21,9 +21,20 @@ def hardness_options(s) -> dict:
     c = s.cfg
     opts = {"rule": c.hardness_rule or "ema", "epoch_gamma": c.hardness_epoch_gamma}
     if s.method.class_prior:
-        opts["prior"] = class_prior(train_groups(s), c.class_prior_power,
-                                    c.class_prior_beta).astype(np.float32)
+        opts["prior"] = class_prior(train_groups(s), c.class_prior_power, c.class_prior_beta,
+                                    reference=reference_counts(s)).astype(np.float32)
     return opts
+
+
+def reference_counts(s) -> np.ndarray | None:
+    """``--class-prior-reference dev``: how many dev samples belong to each training group
+    (NER: dev sentences containing each entity type), in the training groups' order."""
+    if s.cfg.class_prior_reference != "dev":
+        return None
+    names = train_groups(s).names
+    dev = sample_groups(s.dev.records, s.data.task, s.data.label_names)
+    counts = dict(zip(dev.names, dev.member.sum(0)))
+    return np.asarray([counts.get(n, 0) for n in names], dtype=np.float64)
 
 
 def probe_losses(model, batches, idx: np.ndarray, batch_size: int) -> np.ndarray:

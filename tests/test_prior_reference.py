@@ -1,0 +1,77 @@
+"""--class-prior-reference dev: hamr-cb's draw aims at dev's class shares tempered towards uniform."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from hamr_dist.config import TrainConfig
+from hamr_dist.errors import ConfigError
+from hamr_dist.sampling.groups import class_prior, sample_groups
+from hamr_dist.train.diagnose import reference_counts
+
+
+def _cls_groups(counts):
+    return sample_groups([{"label": y} for y, n in enumerate(counts) for _ in range(n)], "cls",
+                         [f"c{k}" for k in range(len(counts))])
+
+
+def _draw_share(groups, prior):
+    return np.bincount(groups.primary, weights=prior) / prior.sum()
+
+
+def test_draw_follows_dev_shares_tempered_by_the_power():
+    groups = _cls_groups([90, 10])
+    # dev as imbalanced as train: power 0.5 keeps the square root of its shares (3:1)
+    np.testing.assert_allclose(_draw_share(groups, class_prior(groups, 0.5, reference=[81, 9])),
+                               [0.75, 0.25])
+    # balanced dev (the classes were cut in training only): the draw is balanced at any power
+    for power in (0.0, 0.5, 1.0):
+        np.testing.assert_allclose(
+            _draw_share(groups, class_prior(groups, power, reference=[40, 40])), [0.5, 0.5])
+    # power 0 draws like dev; power 1 balances whatever dev holds
+    np.testing.assert_allclose(_draw_share(groups, class_prior(groups, 0.0, reference=[30, 70])),
+                               [0.3, 0.7])
+    np.testing.assert_allclose(_draw_share(groups, class_prior(groups, 1.0, reference=[30, 70])),
+                               [0.5, 0.5])
+
+
+def test_reference_equal_to_train_counts_is_the_plain_prior():
+    groups = _cls_groups([50, 30, 5])
+    for power in (0.0, 0.3, 1.0):
+        np.testing.assert_allclose(class_prior(groups, power, reference=[50, 30, 5]),
+                                   class_prior(groups, power))
+
+
+def test_a_class_absent_from_dev_is_still_drawn():
+    groups = _cls_groups([6, 2])
+    prior = class_prior(groups, 0.5, reference=[10, 0])
+    assert (prior > 0).all()
+    # it counts as one dev sample: draw shares sqrt(10/11) : sqrt(1/11)
+    share = _draw_share(groups, prior)
+    assert share[1] / share[0] == pytest.approx(np.sqrt(1 / 10))
+
+
+def test_ner_reference_counts_dev_sentences_per_type_in_training_order():
+    names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    train = sample_groups([{"tags": [1, 2]}, {"tags": [3, 0]}, {"tags": [0]}], "ner", names)
+    dev = [{"tags": [3, 4, 0]}, {"tags": [3, 0, 1]}, {"tags": [0, 0]}]
+    s = SimpleNamespace(cfg=TrainConfig(class_prior_reference="dev"), groups=train,
+                        dev=SimpleNamespace(records=dev),
+                        data=SimpleNamespace(task="ner", label_names=names))
+    assert train.names == ["LOC", "PER"]
+    np.testing.assert_array_equal(reference_counts(s), [2, 1])
+    s.cfg = TrainConfig(class_prior_reference="train")
+    assert reference_counts(s) is None
+
+
+def test_reference_choice_is_checked_outside_the_cli():
+    with pytest.raises(ConfigError, match="class-prior-reference='test'.*train, dev"):
+        TrainConfig(class_prior_reference="test").validate()
+
+
+def test_defaults_per_regime():
+    frozen = TrainConfig(method="hamr-cb", freeze_encoder=True).resolved("cls")
+    assert (frozen.class_prior_power, frozen.class_prior_reference) == (0.5, "dev")
+    assert TrainConfig(method="hamr-cb", freeze_encoder=False).resolved("ner").class_prior_power == 1.0
+    assert TrainConfig(method="hamr-cb", freeze_encoder=True,
+                       class_prior_power=1.0).resolved("cls").class_prior_power == 1.0
