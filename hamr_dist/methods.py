@@ -15,8 +15,9 @@
 | hamr-icf          | CE    | N / (C n_c)   | HAMR (z-score)   | hardness + kNN boost | w_post             |
 | lnr               | CE    | -             | -                | uniform permutation  | -                  |
 
-hamr-cb is ours, not the paper's: the draw is p_i ~ n_c(i)^-power (h_i+eps)^tau (1 + lambda b_i),
-a class-balanced prior that the hardness refines within and across classes. hamr-icf (also
+hamr-cb is ours, not the paper's: the draw is p_i ~ r_c(i)^(1-power) / n_c(i) (h_i+eps)^tau
+(1 + lambda b_i), a class prior (dev's class shares r_c tempered towards equal; power 1 balances
+the classes) that the hardness refines within and across classes. hamr-icf (also
 ours) puts the class prior into the loss instead, ICF's weights per position (NER: per token, so
 entity tokens outweigh O inside a sentence), under the paper's meta weights and sampler. lnr (Hu et al.,
 ICML 2025) trains CE on labels re-balanced once, after a CE warm-up, by flipping majority-class
