@@ -75,3 +75,12 @@ def test_defaults_per_regime():
     assert TrainConfig(method="hamr-cb", freeze_encoder=False).resolved("ner").class_prior_power == 1.0
     assert TrainConfig(method="hamr-cb", freeze_encoder=True,
                        class_prior_power=1.0).resolved("cls").class_prior_power == 1.0
+
+
+def test_the_log_names_the_rarest_class_draw_and_training_shares():
+    from hamr_dist.train.diagnose import prior_summary
+    groups = _cls_groups([90, 10])
+    s = SimpleNamespace(cfg=TrainConfig(class_prior_power=0.5), groups=groups)
+    line = prior_summary(s, class_prior(groups, 0.5, reference=[81, 9]))
+    assert "c1 gets 0.250 of the draw (0.100 of the training set), c0 0.750 (0.900)" in line
+    assert "--class-prior-reference dev, --class-prior-power 0.5" in line

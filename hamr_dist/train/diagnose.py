@@ -26,6 +26,23 @@ def hardness_options(s) -> dict:
     return opts
 
 
+def prior_summary(s, prior: np.ndarray) -> str:
+    """One line for the log: the expected share of the draw before hardness of the rarest and
+    the commonest class (NER: of sentences containing the entity type, as the per-epoch
+    ``draw_share`` counts them) against its share of the training set."""
+    g = train_groups(s)
+    train = g.member.mean(0)
+    # a masked sum per class: no [N, G] float copy of the membership
+    draw = np.array([prior.sum(where=g.member[:, j]) for j in range(len(g.names))]) / prior.sum()
+    held = np.flatnonzero(train > 0)
+    lo, hi = held[np.argmin(train[held])], held[np.argmax(train[held])]
+    c = s.cfg
+    return (f"class prior (--class-prior-reference {c.class_prior_reference}, "
+            f"--class-prior-power {c.class_prior_power:g}): before hardness {g.names[lo]} gets "
+            f"{draw[lo]:.3f} of the draw ({train[lo]:.3f} of the training set), {g.names[hi]} "
+            f"{draw[hi]:.3f} ({train[hi]:.3f})")
+
+
 def reference_counts(s) -> np.ndarray | None:
     """``--class-prior-reference dev``: how many dev samples belong to each training group
     (NER: dev sentences containing each entity type), in the training groups' order."""

@@ -29,7 +29,7 @@ from ..meta.schedule import MetaSchedule
 from ..meta.step import current_weights, loss_ratio_weights, meta_step
 from ..meta.weight_net import WeightNet, weight_curve
 from ..sampling.hardness import InMemoryHardness, sampling_entropy, shard_for_rank
-from .diagnose import EpochDiagnostics, hardness_options
+from .diagnose import EpochDiagnostics, hardness_options, prior_summary
 from .class_feedback import feedback_weights
 from .evaluate import eval_logits, evaluate
 from .lnr import flip_labels
@@ -169,8 +169,12 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
 
     groups = train_groups(s)        # hamr-cb's class prior and the diagnostics
     class_weights = s.class_weights     # ICF; --class-weight-feedback rescales it per epoch
+    # under Ray the actor holds the store; only rank 0 needs the prior, for the log line
+    opts = hardness_options(s) if rt.hardness is None or (rt.chief and m.class_prior) else {}
     store = rt.hardness if rt.hardness is not None else InMemoryHardness(
-        n_train, gamma=c.gamma, **hardness_options(s))
+        n_train, gamma=c.gamma, **opts)
+    if rt.chief and opts.get("prior") is not None:
+        log.info(prior_summary(s, opts["prior"]))
     diag = EpochDiagnostics(s, groups) if rt.chief else None
     relabel = None          # lnr: the re-balanced training labels, after the warm-up
     boost = (rt.boost or lazy(lambda: local_boost(s))) if m.knn else None
