@@ -65,3 +65,14 @@ def test_hamr_cb_draw_starts_uniform_and_rebalances_as_the_prior_ramps_in(tmp_pa
     assert first["draw"] == pytest.approx(first["train"], rel=0.5)
     assert last["draw"] > 2 * last["train"]
     assert hist[0]["ess_frac"] > 0.95 > hist[-1]["ess_frac"]
+
+
+def test_mixed_prior_is_built_once_per_share():
+    """An epoch's draw, probabilities and stats all read the prior at one share: one mixed
+    array per share, not one per call (at 10^8 samples each is 800 MB)."""
+    store = InMemoryHardness(4, prior=[1.0, 1.0, 1.0, 5.0])
+    first = store._prior_at(0.5)
+    np.testing.assert_allclose(first, 0.5 * np.array([0.5, 0.5, 0.5, 2.5]) + 0.5)
+    assert store._prior_at(0.5) is first
+    np.testing.assert_allclose(store._prior_at(0.25), 0.25 * np.array([0.5, 0.5, 0.5, 2.5]) + 0.75)
+    assert store._prior_at(1.0) is store._prior and store._prior_at(0.0) is None

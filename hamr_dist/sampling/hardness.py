@@ -111,6 +111,7 @@ class InMemoryHardness:
         self._visits = np.zeros(self.n, dtype=np.int64) if counts else None
         self._esum = np.zeros(self.n, dtype=np.float64) if rule == "epoch-ema" else None
         self._prior, self._stale = None, False
+        self._mixed = None          # (share, prior mixed at that share), see _prior_at
         if prior is not None:
             prior = np.asarray(prior, dtype=np.float64).ravel()
             if prior.shape != (self.n,) or not (np.isfinite(prior).all() and (prior > 0).all()):
@@ -174,7 +175,12 @@ class InMemoryHardness:
         ``share * prior + (1 - share)``, still of mean 1."""
         if self._prior is None or share <= 0:
             return None
-        return self._prior if share >= 1 else share * self._prior + (1.0 - share)
+        if share >= 1:
+            return self._prior
+        # an epoch's draw, probabilities and stats share one share: mix once, not per call
+        if self._mixed is None or self._mixed[0] != share:
+            self._mixed = (share, share * self._prior + (1.0 - share))
+        return self._mixed[1]
 
     def stats(self, tau: float, lam: float, prior: float = 1.0) -> dict:
         """The draw diagnostics that need the whole h (computed where h lives: the actor)."""
