@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-SPEC = re.compile(r"^(?P<base>.+)@lt(?P<ratio>\d+(?:\.\d+)?)$")
+SPEC = re.compile(r"^(?P<base>.+)@(?P<kind>n?lt)(?P<ratio>\d+(?:\.\d+)?)$")
 
 
 def parse(spec: str):
+    """``sst5@lt100`` -> ("sst5", 100.0, False); ``sst5@nlt20`` -> ("sst5", 20.0, True)."""
     m = SPEC.match(spec)
-    return (m["base"], float(m["ratio"])) if m else None
+    return (m["base"], float(m["ratio"]), m["kind"] == "nlt") if m else None
 
 
 def class_sizes(sizes: list[int], ratio: float) -> list[int]:
@@ -34,10 +35,13 @@ def class_sizes(sizes: list[int], ratio: float) -> list[int]:
     return out
 
 
-def make_long_tail(src: str, ratio: float, seed: int = 0, root: Path | None = None) -> Path:
+def make_long_tail(src: str, ratio: float, seed: int = 0, root: Path | None = None,
+                   natural: bool = False) -> Path:
+    """``natural``: dev and test keep each class's training fraction too, so the evaluation
+    data is as imbalanced as training (``@nlt``) instead of unchanged (``@lt``, a label shift)."""
     from hamr_dist.data.io import load_data
     root = root or Path(os.environ.get("HAMR_CACHE") or Path.home() / ".cache" / "hamr_dist") / "longtail"
-    out = root / f"{Path(src).name}-lt{ratio:g}-s{seed}"
+    out = root / f"{Path(src).name}-{'nlt' if natural else 'lt'}{ratio:g}-s{seed}"
     if (out / "test.json").is_file():
         return out
     data = load_data(src)
@@ -58,7 +62,17 @@ def make_long_tail(src: str, ratio: float, seed: int = 0, root: Path | None = No
         tmp.write_text(json.dumps(rows))
         tmp.replace(out / f"{name}.json")
 
+    frac = [keep_n[k] / sizes[k] if sizes[k] else 1.0 for k in range(len(sizes))]
+
+    def evaluation(recs):
+        if not natural:
+            return recs
+        ye = np.asarray([r["label"] for r in recs])
+        idx = [rng.choice(np.flatnonzero(ye == k), max(1, round(frac[k] * (ye == k).sum())),
+                          replace=False) for k in range(len(sizes)) if (ye == k).any()]
+        return [recs[i] for i in np.sort(np.concatenate(idx))]
+
     dump("train", [data.train[i] for i in keep])
-    dump("dev", data.dev)
-    dump("test", data.test)       # written last: its presence marks a complete copy
+    dump("dev", evaluation(data.dev))
+    dump("test", evaluation(data.test))   # written last: its presence marks a complete copy
     return out

@@ -63,7 +63,7 @@ def resolve_dataset(spec: str) -> tuple[str, str | None]:
     from benchmarks.longtail import make_long_tail, parse
     if (lt := parse(spec)) is not None:       # e.g. sst5@lt100: a long-tailed copy
         base = resolve_dataset(lt[0])[1]
-        return spec, str(make_long_tail(base, lt[1]))
+        return spec, str(make_long_tail(base, lt[1], natural=lt[2]))
     p = Path(spec)
     if not p.exists() and (SHARED_DATASETS / spec).exists():
         p = SHARED_DATASETS / spec
