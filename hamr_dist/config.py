@@ -86,18 +86,20 @@ class TrainConfig:
                              "entry each step, renormalise); see docs/hardness.md",
                              ["ema", "debiased-ema", "epoch-ema", "decay-all"])
     hardness_epoch_gamma: float = opt(0.5, "decay per epoch of --hardness-rule epoch-ema")
-    class_prior_power: float | None = opt(None, "hamr-cb: how far the draw moves from the class "
-                                          "shares of --class-prior-reference towards equal "
-                                          "class shares (prior r_c^(1-power) / n_c); 1 balances "
-                                          "the classes, 0 keeps the reference's shares; default "
-                                          "0.5 with --freeze-encoder, else 1 (docs/hardness.md)")
+    class_prior_power: float | None = opt(None, "hamr-cb's draw and hamr-icf's class weights: "
+                                          "how far the classes move from their shares in "
+                                          "--class-prior-reference towards equal shares "
+                                          "(r_c^(1-power) / n_c); 1 balances the classes (ICF), "
+                                          "0 keeps the reference's shares; default 0.5 for "
+                                          "hamr-icf, and for hamr-cb with --freeze-encoder; "
+                                          "else 1 (docs/hardness.md)")
     class_prior_beta: float | None = opt(None, "hamr-cb: count each class by its effective "
                                          "number (1 - beta^n) / (1 - beta) (Cui et al. 2019) "
                                          "instead of n, e.g. 0.999; default: plain counts")
-    class_prior_reference: str = opt("dev", "hamr-cb: the class shares r_c the draw starts "
-                                     "from: dev (the split the model is judged on, so classes "
-                                     "cut in training only are re-balanced fully) or train "
-                                     "(prior n_c^-power)", ["train", "dev"])
+    class_prior_reference: str = opt("dev", "the class shares r_c that hamr-cb's draw and "
+                                     "ICF's weights start from: dev (the split the model is "
+                                     "judged on, so classes cut in training only are "
+                                     "re-balanced fully) or train (n_c^-power)", ["train", "dev"])
     class_prior_warmup_ratio: float = opt(0.0, "share of the training steps over which the class "
                                           "prior (ICF's class weights, hamr-cb's sampling prior) "
                                           "ramps in linearly from none to full; 0: full from the "
@@ -214,8 +216,11 @@ class TrainConfig:
             mean = m.class_weights or (m.class_prior and c.freeze_encoder)
             c.ner_sample_loss = "mean" if mean and c.preset != "paper" else "max"
         if c.class_prior_power is None:   # chosen on dev per regime: docs/hardness.md
-            # a trained head keeps half of dev's imbalance; fine-tuning balanced fully
-            c.class_prior_power = 0.5 if c.freeze_encoder else 1.0
+            # hamr-icf's weights and hamr-cb's draw on a trained head keep half of dev's
+            # imbalance; hamr-cb when the encoder trains balances fully (not measured at 0.5);
+            # the icf baseline is ICF (power 1)
+            half = (m.class_weights and m.meta is not None) or (m.class_prior and c.freeze_encoder)
+            c.class_prior_power = 0.5 if half else 1.0
         if c.class_weight_feedback is None:   # chosen on dev per regime: docs/hardness.md
             # hamr-icf when the encoder trains; the icf baseline stays as its authors define it
             icf_meta = m.class_weights and m.meta is not None

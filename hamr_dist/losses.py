@@ -103,21 +103,37 @@ def balanced_ce(logits: torch.Tensor, labels: torch.Tensor, groups=None) -> torc
     return (sums[present] / counts[present]).mean()
 
 
-def icf_weights(counts, n_total: int | None = None, groups=None) -> torch.Tensor:
+def icf_weights(counts, n_total: int | None = None, groups=None, reference=None,
+                power: float = 1.0) -> torch.Tensor:
     """Inverse class frequency w_c = N / (C * n_c); classes absent from train get weight 0
     (they cannot occur as targets).
 
     ``groups`` (one group id per label) pools labels into one class first: for NER the class
     of B-X and I-X is the entity type X (O is its own class), so the weight follows how rare
-    the type is, not how rare its I- continuation tag is."""
-    counts = torch.as_tensor(counts, dtype=torch.float32)
+    the type is, not how rare its I- continuation tag is.
+
+    ``reference`` (per-label counts on dev, ``--class-prior-reference dev``) and ``power``
+    (``--class-prior-power``): w_c proportional to r_c^(1 - power) / n_c, scaled so that the
+    training positions' mean weight stays 1; the loss then sees the classes in dev's shares
+    tempered towards equal ones, as hamr-cb's draw does. With power 1 it is ICF whatever the
+    reference (r_c at least 1, so a class missing from dev keeps a weight)."""
+    counts = torch.as_tensor(counts, dtype=torch.float64)
     if groups is not None:
         g = torch.as_tensor(groups, dtype=torch.long)
-        pooled = torch.zeros(int(g.max()) + 1).index_add_(0, g, counts)
-        return icf_weights(pooled, n_total)[g] * (counts > 0)
+        k = int(g.max()) + 1
+        pooled = torch.zeros(k, dtype=torch.float64).index_add_(0, g, counts)
+        ref = None if reference is None else torch.zeros(k, dtype=torch.float64).index_add_(
+            0, g, torch.as_tensor(reference, dtype=torch.float64))
+        return icf_weights(pooled, n_total, reference=ref, power=power)[g] * (counts > 0)
     n = counts.sum() if n_total is None else n_total
-    c = (counts > 0).sum()
-    return torch.where(counts > 0, n / (c * counts.clamp_min(1)), torch.zeros_like(counts))
+    present = counts > 0
+    if reference is None or power == 1:
+        share = present.double()                       # every class the same: ICF
+    else:
+        r = torch.as_tensor(reference, dtype=torch.float64).clamp_min(1.0)
+        share = torch.where(present, (r / r[present].sum()) ** (1.0 - power), 0.0)
+    w = torch.where(present, n * share / (share.sum() * counts.clamp_min(1)), 0.0)
+    return w.float()
 
 
 def class_weights_at(weights: torch.Tensor | None, share: float) -> torch.Tensor | None:

@@ -12,14 +12,15 @@
 | hamr-no-meta      | CE    | -             | -                | hardness + kNN boost | clip(l/mean_B l)   |
 | hamr-no-knn       | CE    | -             | HAMR (z-score)   | hardness, lambda = 0 | w_post             |
 | hamr-cb           | CE    | -             | HAMR (z-score)   | class prior x hardness + kNN | w_post     |
-| hamr-icf          | CE    | N / (C n_c)   | HAMR (z-score)   | hardness + kNN boost | w_post             |
+| hamr-icf          | CE    | ~r_c^.5 / n_c | HAMR (z-score)   | hardness + kNN boost | w_post             |
 | lnr               | CE    | -             | -                | uniform permutation  | -                  |
 
 hamr-cb is ours, not the paper's: the draw is p_i ~ r_c(i)^(1-power) / n_c(i) (h_i+eps)^tau
 (1 + lambda b_i), a class prior (dev's class shares r_c tempered towards equal; power 1 balances
 the classes) that the hardness refines within and across classes. hamr-icf (also
-ours) puts the class prior into the loss instead, ICF's weights per position (NER: per token, so
-entity tokens outweigh O inside a sentence), under the paper's meta weights and sampler. lnr (Hu et al.,
+ours) puts the class prior into the loss instead, class weights per position (NER: per token,
+so entity tokens outweigh O inside a sentence) with the same tempered dev shares (power 1 would
+be ICF's N / (C n_c)), under the paper's meta weights and sampler. lnr (Hu et al.,
 ICML 2025) trains CE on labels re-balanced once, after a CE warm-up, by flipping majority-class
 samples that the model finds close to a rarer class (classification only).
 """

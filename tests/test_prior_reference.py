@@ -69,14 +69,6 @@ def test_reference_choice_is_checked_outside_the_cli():
         TrainConfig(class_prior_reference="test").validate()
 
 
-def test_defaults_per_regime():
-    frozen = TrainConfig(method="hamr-cb", freeze_encoder=True).resolved("cls")
-    assert (frozen.class_prior_power, frozen.class_prior_reference) == (0.5, "dev")
-    assert TrainConfig(method="hamr-cb", freeze_encoder=False).resolved("ner").class_prior_power == 1.0
-    assert TrainConfig(method="hamr-cb", freeze_encoder=True,
-                       class_prior_power=1.0).resolved("cls").class_prior_power == 1.0
-
-
 def test_the_log_names_the_rarest_class_draw_and_training_shares():
     from hamr_dist.train.diagnose import prior_summary
     groups = _cls_groups([90, 10])
@@ -84,3 +76,48 @@ def test_the_log_names_the_rarest_class_draw_and_training_shares():
     line = prior_summary(s, class_prior(groups, 0.5, reference=[81, 9]))
     assert "c1 gets 0.250 of the draw (0.100 of the training set), c0 0.750 (0.900)" in line
     assert "--class-prior-reference dev, --class-prior-power 0.5" in line
+
+
+def test_icf_weights_follow_dev_shares_tempered_by_the_power():
+    import torch
+
+    from hamr_dist.losses import icf_weights
+    # 90:10 in training and in dev: power 0.5 gives the classes 3:1 of the loss mass, mean 1
+    w = icf_weights([90, 10], reference=[81, 9], power=0.5)
+    torch.testing.assert_close(w, torch.tensor([0.75 / 0.9, 0.25 / 0.1]))
+    assert float(w @ torch.tensor([90.0, 10.0])) == pytest.approx(100.0)
+    # power 1 is ICF whatever dev holds; a class missing from dev still gets a weight
+    torch.testing.assert_close(icf_weights([90, 10], reference=[5, 95], power=1.0),
+                               icf_weights([90, 10]))
+    assert icf_weights([90, 10], reference=[50, 0], power=0.5)[1] > 0
+    # NER: B-/I- pooled into the type in train and in dev alike
+    groups = [0, 1, 1, 2, 2]                       # O, B-A, I-A, B-B, I-B
+    w = icf_weights([80, 5, 5, 6, 4], groups=groups, reference=[40, 3, 2, 1, 4], power=0.5)
+    pooled = icf_weights([80, 10, 10], reference=[40, 5, 5], power=0.5)
+    torch.testing.assert_close(w, pooled[torch.tensor(groups)])
+
+
+def test_feedback_keeps_the_positions_mean_for_any_base_weights():
+    import torch
+
+    from hamr_dist.losses import icf_weights
+    from hamr_dist.train.class_feedback import rescale
+    counts = np.array([70.0, 20.0, 10.0])
+    base = icf_weights(counts, reference=[60, 30, 10], power=0.5)
+    out = rescale(base, torch.arange(3), np.array([0.5, 1.0, 2.0]), 1.0, counts)
+    assert float(torch.as_tensor(counts).float() @ out) == pytest.approx(100.0, rel=1e-5)
+    # relative to each other the classes move by their meta losses
+    assert float(out[2] / out[0]) == pytest.approx(float(base[2] / base[0]) * 4, rel=1e-5)
+
+
+def test_power_defaults_per_method_and_regime():
+    frozen = TrainConfig(method="hamr-cb", freeze_encoder=True).resolved("cls")
+    assert frozen.class_prior_reference == "dev"
+    assert TrainConfig(method="hamr-cb", freeze_encoder=True,
+                       class_prior_power=1.0).resolved("cls").class_prior_power == 1.0
+
+    def power(method, frozen):
+        return TrainConfig(method=method, freeze_encoder=frozen).resolved("cls").class_prior_power
+    assert power("hamr-icf", False) == power("hamr-icf", True) == 0.5
+    assert power("icf", False) == power("icf", True) == 1.0       # the baseline stays ICF
+    assert (power("hamr-cb", True), power("hamr-cb", False)) == (0.5, 1.0)

@@ -42,10 +42,12 @@ def meta_class_losses(model, s, batch_size: int, groups: torch.Tensor | None = N
 
 
 def rescale(icf: torch.Tensor, groups: torch.Tensor, class_loss: np.ndarray,
-            power: float) -> torch.Tensor:
-    """ICF's weights times r_g / mean(r_g) with r_g = (L_g / mean L)^power per class g present
-    in training and in the meta set (r = 1 for the others). ICF's weight of g is N / (G n_g),
-    so the training positions' mean of the result is mean_g(r_g) / mean_g(r_g) = 1."""
+            power: float, counts=None) -> torch.Tensor:
+    """The class weights times r_g with r_g = (L_g / mean L)^power per class g present in
+    training and in the meta set (r = 1 for the others), rescaled so that the training
+    positions' mean weight is what it was (1). ``counts``: training count per label; without
+    them the weights must be ICF's, N / (G n_g), whose positions' mean after r_g / mean(r_g)
+    is mean_g(r_g) / mean_g(r_g) = 1."""
     icf = icf.detach().cpu().double()
     present = np.zeros(len(class_loss), dtype=bool)
     present[groups[icf > 0].unique().numpy()] = True
@@ -54,13 +56,18 @@ def rescale(icf: torch.Tensor, groups: torch.Tensor, class_loss: np.ndarray,
     if known.any():
         r[known] = (class_loss[known] / class_loss[known].mean()) ** power
     r = r / r[present].mean()
-    return (icf * torch.as_tensor(r)[groups]).float()
+    out = icf * torch.as_tensor(r)[groups]
+    if counts is not None:
+        c = torch.as_tensor(counts, dtype=torch.float64)
+        out = out * (c @ icf) / (c @ out)
+    return out.float()
 
 
 def feedback_weights(model, s, base: torch.Tensor, power: float, batch_size: int):
     """(class weights for the next epoch, {class: its weight}) from the current model."""
     groups, names = label_groups(s)
-    w = rescale(base, groups, meta_class_losses(model, s, batch_size, groups), power)
+    w = rescale(base, groups, meta_class_losses(model, s, batch_size, groups), power,
+                s.class_counts)
     # a class's weight: its labels share it (a tag absent from training has 0)
     per_class = torch.zeros(len(names)).scatter_reduce(0, groups, w, "amax")
     return w.to(base.device), {name: float(x) for name, x in zip(names, per_class)}

@@ -164,21 +164,24 @@ def build_prepared(cfg: TrainConfig, device=None) -> Setup:
         _frozen_features(cfg, model, splits, drawn)
 
     scope_names = scope_parameter_names(model, "head" if cfg.freeze_encoder else scope)
-    weights = None
+    weights = counts = None
     if method.class_weights:
         from ..losses import entity_groups, icf_weights
         groups = entity_groups(p.label_names) if p.task == "ner" else None
-        weights = icf_weights(label_counts(p, keep), groups=groups).to(pick_device(device))
+        counts = label_counts(p, keep)
+        ref = label_counts(p, dev_rows, "dev") if cfg.class_prior_reference == "dev" else None
+        weights = icf_weights(counts, groups=groups, reference=ref,
+                              power=cfg.class_prior_power).to(pick_device(device))
     return Setup(cfg, method, data, model, tok, splits["train"], splits["meta"], splits["dev"],
-                 splits["test"], meta_info, scope_names, weights)
+                 splits["test"], meta_info, scope_names, weights, class_counts=counts)
 
 
-def label_counts(p: Prepared, rows: np.ndarray) -> np.ndarray:
-    """Class counts of the training rows (NER: every word's tag), for the ICF class weights."""
+def label_counts(p: Prepared, rows: np.ndarray, split: str = "train") -> np.ndarray:
+    """Class counts of ``rows`` of ``split`` (NER: every word's tag), for the ICF class weights."""
     n = len(p.label_names)
     if p.task == "cls":
-        return np.bincount(np.asarray(p.labels("train")[rows], np.int64), minlength=n)
-    flat, off = p.word_tags("train")
+        return np.bincount(np.asarray(p.labels(split)[rows], np.int64), minlength=n)
+    flat, off = p.word_tags(split)
     out = np.zeros(n, np.int64)
     for i in rows:
         out += np.bincount(np.asarray(flat[off[i]:off[i + 1]], np.int64), minlength=n)

@@ -46,6 +46,7 @@ class Setup:
     scope_names: list[str]
     class_weights: torch.Tensor | None
     groups: object = None    # SampleGroups, computed once by train_groups
+    class_counts: np.ndarray | None = None    # ICF methods: training count per label
 
     @property
     def n_labels(self) -> int:
