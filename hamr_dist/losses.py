@@ -113,10 +113,12 @@ def icf_weights(counts, n_total: int | None = None, groups=None, reference=None,
     the type is, not how rare its I- continuation tag is.
 
     ``reference`` (per-label counts on dev, ``--class-prior-reference dev``) and ``power``
-    (``--class-prior-power``): w_c proportional to r_c^(1 - power) / n_c, scaled so that the
-    training positions' mean weight stays 1; the loss then sees the classes in dev's shares
-    tempered towards equal ones, as hamr-cb's draw does. With power 1 it is ICF whatever the
-    reference (r_c at least 1, so a class missing from dev keeps a weight)."""
+    (``--class-prior-power``): w_c proportional to r_c^(1 - power) / n_c
+    (:func:`~hamr_dist.sampling.groups.tempered_weights`; without a reference r = n, giving
+    n_c^-power), scaled so that the training positions' mean weight stays 1: the loss then sees
+    the classes in dev's shares tempered towards equal ones, as hamr-cb's draw does. With power 1
+    it is ICF whatever the reference."""
+    from .sampling.groups import tempered_weights
     counts = torch.as_tensor(counts, dtype=torch.float64)
     if groups is not None:
         g = torch.as_tensor(groups, dtype=torch.long)
@@ -126,14 +128,9 @@ def icf_weights(counts, n_total: int | None = None, groups=None, reference=None,
             0, g, torch.as_tensor(reference, dtype=torch.float64))
         return icf_weights(pooled, n_total, reference=ref, power=power)[g] * (counts > 0)
     n = counts.sum() if n_total is None else n_total
-    present = counts > 0
-    if reference is None or power == 1:
-        share = present.double()                       # every class the same: ICF
-    else:
-        r = torch.as_tensor(reference, dtype=torch.float64).clamp_min(1.0)
-        share = torch.where(present, (r / r[present].sum()) ** (1.0 - power), 0.0)
-    w = torch.where(present, n * share / (share.sum() * counts.clamp_min(1)), 0.0)
-    return w.float()
+    ref = None if reference is None else torch.as_tensor(reference, dtype=torch.float64).numpy()
+    w = torch.as_tensor(tempered_weights(counts.numpy(), power, ref))
+    return (w * n / (counts @ w)).float()
 
 
 def class_weights_at(weights: torch.Tensor | None, share: float) -> torch.Tensor | None:

@@ -121,3 +121,13 @@ def test_power_defaults_per_method_and_regime():
     assert power("hamr-icf", False) == power("hamr-icf", True) == 0.5
     assert power("icf", False) == power("icf", True) == 1.0       # the baseline stays ICF
     assert (power("hamr-cb", True), power("hamr-cb", False)) == (0.5, 1.0)
+
+
+def test_train_reference_gives_n_to_the_minus_power_in_draw_and_loss():
+    """--class-prior-reference train: both the prior and the class weights are n_c^-power."""
+    from hamr_dist.losses import icf_weights
+    w = icf_weights([90, 10], power=0.5).numpy()
+    assert w[1] / w[0] == pytest.approx(3.0)              # sqrt(90 / 10)
+    groups = _cls_groups([90, 10])
+    prior = class_prior(groups, 0.5)
+    assert prior[-1] / prior[0] == pytest.approx(3.0)

@@ -87,14 +87,22 @@ def class_prior(groups: SampleGroups, power: float, beta: float | None = None,
     n_g = groups.member.sum(0).astype(np.float64)
     if beta is not None:
         n_g = effective_number(n_g, beta)      # 0 stays 0
+    w_g = tempered_weights(n_g, power, reference)
     present = n_g > 0
-    n_safe = np.maximum(n_g, 1.0)
-    if reference is None:
-        w_g = n_safe ** -float(power)
-    else:
-        ref = np.maximum(np.asarray(reference, dtype=np.float64), 1.0)   # absent from dev: 1
-        w_g = (ref / ref.sum()) ** (1.0 - float(power)) / (n_safe / n_safe[present].sum())
-    w_g = np.where(present, w_g, 0.0)
     w_g = np.append(w_g, w_g[present].min() if present.any() else 1.0)
     prior = w_g[np.where(groups.primary < 0, len(groups.names), groups.primary)]
     return prior / prior.mean()
+
+
+def tempered_weights(n, power: float, reference=None) -> np.ndarray:
+    """Per class, w_c proportional to r_c^(1 - power) / n_c (0 where n_c = 0): weighted by w, the
+    classes' shares of a draw or of a loss are their shares r_c of ``reference`` (per-class
+    counts, e.g. on dev; default n itself, which gives n_c^-power) tempered towards equal ones.
+    One formula for hamr-cb's sampling prior and hamr-icf's class weights; r_c is at least 1,
+    so a class missing from the reference keeps a weight."""
+    n = np.asarray(n, dtype=np.float64)
+    present = n > 0
+    n_safe = np.maximum(n, 1.0)
+    ref = n_safe if reference is None else np.maximum(np.asarray(reference, np.float64), 1.0)
+    w = (ref / ref[present].sum()) ** (1.0 - float(power)) / (n_safe / n_safe[present].sum())
+    return np.where(present, w, 0.0)
