@@ -103,8 +103,7 @@ def balanced_ce(logits: torch.Tensor, labels: torch.Tensor, groups=None) -> torc
     return (sums[present] / counts[present]).mean()
 
 
-def icf_weights(counts, n_total: int | None = None, groups=None, reference=None,
-                power: float = 1.0) -> torch.Tensor:
+def icf_weights(counts, groups=None, reference=None, power: float = 1.0) -> torch.Tensor:
     """Inverse class frequency w_c = N / (C * n_c); classes absent from train get weight 0
     (they cannot occur as targets).
 
@@ -126,11 +125,10 @@ def icf_weights(counts, n_total: int | None = None, groups=None, reference=None,
         pooled = torch.zeros(k, dtype=torch.float64).index_add_(0, g, counts)
         ref = None if reference is None else torch.zeros(k, dtype=torch.float64).index_add_(
             0, g, torch.as_tensor(reference, dtype=torch.float64))
-        return icf_weights(pooled, n_total, reference=ref, power=power)[g] * (counts > 0)
-    n = counts.sum() if n_total is None else n_total
+        return icf_weights(pooled, reference=ref, power=power)[g] * (counts > 0)
     ref = None if reference is None else torch.as_tensor(reference, dtype=torch.float64).numpy()
     w = torch.as_tensor(tempered_weights(counts.numpy(), power, ref))
-    return (w * n / (counts @ w)).float()
+    return (w * counts.sum() / (counts @ w)).float()
 
 
 def class_weights_at(weights: torch.Tensor | None, share: float) -> torch.Tensor | None:

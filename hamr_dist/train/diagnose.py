@@ -17,13 +17,16 @@ from .setup import train_groups
 
 
 def hardness_options(s) -> dict:
-    """InMemoryHardness options of a run (the actor gets the same at ``begin``)."""
-    c = s.cfg
-    opts = {"rule": c.hardness_rule or "ema", "epoch_gamma": c.hardness_epoch_gamma}
-    if s.method.class_prior:
-        opts["prior"] = class_prior(train_groups(s), c.class_prior_power, c.class_prior_beta,
-                                    reference=reference_counts(s)).astype(np.float32)
-    return opts
+    """InMemoryHardness options of a run (the actor gets the same at ``begin``); computed once
+    per Setup (a Ray rank 0 needs them for the actor and for the prior's log line)."""
+    if s.hardness_opts is None:
+        c = s.cfg
+        opts = {"rule": c.hardness_rule or "ema", "epoch_gamma": c.hardness_epoch_gamma}
+        if s.method.class_prior:
+            opts["prior"] = class_prior(train_groups(s), c.class_prior_power, c.class_prior_beta,
+                                        reference=reference_counts(s)).astype(np.float32)
+        s.hardness_opts = opts
+    return s.hardness_opts
 
 
 def prior_summary(s, prior: np.ndarray) -> str:

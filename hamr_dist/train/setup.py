@@ -47,6 +47,7 @@ class Setup:
     class_weights: torch.Tensor | None
     groups: object = None    # SampleGroups, computed once by train_groups
     class_counts: np.ndarray | None = None    # ICF methods: training count per label
+    hardness_opts: dict | None = None   # computed once by diagnose.hardness_options
 
     @property
     def n_labels(self) -> int:
