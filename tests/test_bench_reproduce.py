@@ -1,0 +1,39 @@
+"""benchmarks.reproduce re-runs recorded runs from their configs: a fresh record gives back its
+numbers (exit 0); a record whose numbers were made otherwise is reported as differing (exit 1);
+bad input exits 2."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from benchmarks import quality, reproduce  # noqa: E402
+
+
+def test_reproduce_finds_records_that_the_code_no_longer_gives(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HAMR_CACHE", str(tmp_path / "cache"))
+    doc = quality.main(["--tier", "probe", "--datasets", "synthetic", "--methods", "ce", "hamr-cb",
+                        "--seeds", "1", "--epochs", "2", "--max-train-samples", "120",
+                        "--max-eval-samples", "60", "--name", "q", "--out-dir", str(tmp_path / "res"),
+                        "--cache-dir", str(tmp_path / "cache")])
+    assert all(r["status"] == "ok" for r in doc["runs"])
+    res = tmp_path / "res" / "q.json"
+    out = tmp_path / "check.md"
+    assert reproduce.main([str(res), "--out", str(out)]) == 0
+    md = out.read_text()
+    assert md.count("| same |") == 2 and "2 of 2 runs give their recorded numbers" in md
+    assert "synthetic · hamr-cb · 1" in md and "git commit" in md
+
+    saved = json.loads(res.read_text())        # a record made by other code: dev 1 point higher
+    rec = next(r for r in saved["runs"] if r["method"] == "hamr-cb")
+    rec["dev"]["macro_f1"] += 0.01
+    res.write_text(json.dumps(saved))
+    assert reproduce.main([str(res), "--methods", "hamr-cb", "--out", str(out)]) == 1
+    assert "| differs |" in out.read_text() and "0 of 1 runs" in out.read_text()
+
+    assert reproduce.main([str(res), "--seeds", "7"]) == 2
+    assert reproduce.main([str(tmp_path / "nope.json")]) == 2
+    err = capsys.readouterr().err
+    assert "no recorded run matches" in err and "nope.json not found" in err
