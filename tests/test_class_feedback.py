@@ -16,25 +16,25 @@ def test_rescale_hand_values_keep_the_training_mean_at_one():
     icf = icf_weights(counts)
     groups = torch.arange(3)
     # losses 1, 2, 3 (mean 2): r = 0.5, 1, 1.5, already of mean 1
-    w = rescale(icf, groups, np.array([1.0, 2.0, 3.0]), power=1.0)
+    w = rescale(icf, groups, np.array([1.0, 2.0, 3.0]), 1.0, counts)
     torch.testing.assert_close(w, torch.tensor([0.25, 2.0, 3.0]))
     assert (w * torch.tensor(counts)).sum() / 6 == pytest.approx(1.0)
     # power 2: r = 0.25, 1, 2.25 (mean 7/6), divided by its mean
-    w2 = rescale(icf, groups, np.array([1.0, 2.0, 3.0]), power=2.0)
+    w2 = rescale(icf, groups, np.array([1.0, 2.0, 3.0]), 2.0, counts)
     torch.testing.assert_close(w2, torch.tensor([0.5 * 0.25, 2.0, 2 * 2.25]) * 6 / 7)
     assert (w2 * torch.tensor(counts)).sum() / 6 == pytest.approx(1.0)
     # power 0 and a class the meta set lacks (NaN) leave ICF as it is
-    torch.testing.assert_close(rescale(icf, groups, np.array([1.0, 2.0, 3.0]), 0.0), icf)
-    torch.testing.assert_close(rescale(icf, groups, np.array([np.nan] * 3), 1.0), icf)
+    torch.testing.assert_close(rescale(icf, groups, np.array([1.0, 2.0, 3.0]), 0.0, counts), icf)
+    torch.testing.assert_close(rescale(icf, groups, np.array([np.nan] * 3), 1.0, counts), icf)
 
 
 def test_rescale_pools_ner_tags_by_entity_type():
     # O, B-X, I-X, B-Y, I-Y; tokens: O 6, X 2 (B 1, I 1), Y 1 -> groups O, X, Y with ICF 0.5, 1.5, 3
     icf = icf_weights([6, 1, 1, 1, 0], groups=[0, 1, 1, 2, 2])
     groups = torch.tensor([0, 1, 1, 2, 2])
-    w = rescale(icf, groups, np.array([1.0, 1.0, 4.0]), power=1.0)   # r = 0.5, 0.5, 2
-    torch.testing.assert_close(w, torch.tensor([0.25, 0.75, 0.75, 6.0, 0.0]))
     tokens = torch.tensor([6, 1, 1, 1, 0.0])
+    w = rescale(icf, groups, np.array([1.0, 1.0, 4.0]), 1.0, tokens)   # r = 0.5, 0.5, 2
+    torch.testing.assert_close(w, torch.tensor([0.25, 0.75, 0.75, 6.0, 0.0]))
     assert float((w * tokens).sum() / tokens.sum()) == pytest.approx(1.0)
 
 

@@ -3,11 +3,10 @@
 ICF fixes every class's weight from its count. On a corpus with a diffuse majority class
 (Irma's "other relevant information") the model then stops predicting that class at all: its
 weight is the smallest while it is the one the model gets most wrong. Each epoch after the
-first this scales ICF's weights by each class's mean loss on the balanced meta set relative to
-the mean over classes, to the power q: a class the model gets wrong gains weight, a class it
-has learned loses some. NER pools B-X and I-X into type X and O into one class, as ICF does.
-The rescaled weights keep ICF's mean of 1 over the training positions, so the loss keeps its
-scale.
+first this scales the class weights (ICF's, or hamr-icf's tempered ones) by each class's mean
+loss on the balanced meta set relative to the mean over classes, to the power q: a class the
+model gets wrong gains weight, a class it has learned loses some. NER pools B-X and I-X into type X and O into one class, as ICF does.
+The rescaled weights keep their mean over the training positions, so the loss keeps its scale.
 """
 from __future__ import annotations
 
@@ -41,26 +40,21 @@ def meta_class_losses(model, s, batch_size: int, groups: torch.Tensor | None = N
     return torch.where(counts > 0, sums / counts.clamp_min(1), torch.nan).numpy()
 
 
-def rescale(icf: torch.Tensor, groups: torch.Tensor, class_loss: np.ndarray,
-            power: float, counts=None) -> torch.Tensor:
-    """The class weights times r_g with r_g = (L_g / mean L)^power per class g present in
-    training and in the meta set (r = 1 for the others), rescaled so that the training
-    positions' mean weight is what it was (1). ``counts``: training count per label; without
-    them the weights must be ICF's, N / (G n_g), whose positions' mean after r_g / mean(r_g)
-    is mean_g(r_g) / mean_g(r_g) = 1."""
-    icf = icf.detach().cpu().double()
+def rescale(weights: torch.Tensor, groups: torch.Tensor, class_loss: np.ndarray,
+            power: float, counts) -> torch.Tensor:
+    """The class weights times r_g = (L_g / mean L)^power per class g present in training and
+    in the meta set (r = 1 for the others), rescaled so that the mean weight over the training
+    positions (``counts``: training count per label) is what it was."""
+    weights = weights.detach().cpu().double()
     present = np.zeros(len(class_loss), dtype=bool)
-    present[groups[icf > 0].unique().numpy()] = True
+    present[groups[weights > 0].unique().numpy()] = True
     known = present & np.isfinite(class_loss) & (class_loss > 0)
     r = np.ones(len(class_loss))
     if known.any():
         r[known] = (class_loss[known] / class_loss[known].mean()) ** power
-    r = r / r[present].mean()
-    out = icf * torch.as_tensor(r)[groups]
-    if counts is not None:
-        c = torch.as_tensor(counts, dtype=torch.float64)
-        out = out * (c @ icf) / (c @ out)
-    return out.float()
+    out = weights * torch.as_tensor(r)[groups]
+    c = torch.as_tensor(counts, dtype=torch.float64)
+    return (out * (c @ weights) / (c @ out)).float()
 
 
 def feedback_weights(model, s, base: torch.Tensor, power: float, batch_size: int):
