@@ -78,7 +78,7 @@ def one_size(n, args, rng):
         for nprobe, rr in [(p, r) for p in (args.nprobes or [default_nprobe]) for r in reranks]:
             label = kind if kind != "ivfpq" else f"ivfpq m={ivf.pq.M}" + (f", rerank {rr}" if rr > 1 else "")
             ivf.nprobe = nprobe
-            boost_s, _ = timed(lambda: neighbour_boost(ivf, emb, h, args.hard_ratio, args.k, rerank=rr),
+            boost_s, _ = timed(lambda ivf=ivf, rr=rr: neighbour_boost(ivf, emb, h, args.hard_ratio, args.k, rerank=rr),
                                args.repeats)
             x = emb[sample]
             approx_ids = ivf.search(x, (args.k + 1) * max(1, rr))[1]
