@@ -2,6 +2,8 @@
 atomic JSON writing, markdown tables and PNG plots whose metadata carries the provenance."""
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import platform
@@ -93,6 +95,17 @@ def hardware() -> dict:
     except OSError:
         pass
     return hw
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """12 hex digits of a hash over the package's source files. Runs with the same fingerprint ran
+    the same code, whatever the commit says: a run recorded from a work tree with uncommitted
+    changes gets another one than the commit it names."""
+    h = hashlib.sha256()
+    for p in sorted((REPO / "hamr_dist").rglob("*.py")):
+        h.update(p.relative_to(REPO).as_posix().encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def environment() -> dict:

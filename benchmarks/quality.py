@@ -36,7 +36,7 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.common import (RESULTS, Stopwatch, environment, environment_footer,
+from benchmarks.common import (RESULTS, Stopwatch, code_fingerprint, environment, environment_footer,
                                environment_md, fmt_ms, md_table, mean_std, now_iso, portable,
                                read_json, save_png, write_json, write_text)
 
@@ -180,7 +180,8 @@ def run_one(args, name: str, path: str | None, method: str, seed: int, runs_dir:
     out = Path(tempfile.mkdtemp(prefix=f"{name}-{method}-{seed}-", dir=runs_dir))
     cfg = make_config(args, path, method, seed, str(out))
     rec = {"key": run_key(name, method, seed), "dataset": name, "method": method, "seed": seed,
-           "started": now_iso(), "config": cfg.to_dict(), "recorded_with": CODE_VERSION}
+           "started": now_iso(), "config": cfg.to_dict(), "recorded_with": CODE_VERSION,
+           "code": code_fingerprint()}
     sw, cpu0 = Stopwatch(), time.process_time()
     try:
         from hamr_dist.train.loop import train   # inside: an import error is this run's error
@@ -301,6 +302,15 @@ def wall_line(doc: dict) -> str:
     return line
 
 
+def code_line(doc: dict) -> str:
+    """Which code the runs ran: the fingerprint of hamr_dist's sources per run (benchmarks.common),
+    so a table mixing code versions says so."""
+    n = Counter(r.get("code", "not recorded") for r in doc["runs"] if r.get("status") == "ok")
+    now = code_fingerprint()
+    parts = [f"{c}{' (the code that wrote this file)' if c == now else ''}: {k} runs" for c, k in n.most_common()]
+    return "- code (hash of hamr_dist's sources per run): " + ("; ".join(parts) or "no runs")
+
+
 def render_md(doc: dict) -> str:
     summ, names = doc["summary"], list(doc["datasets"])
     methods = doc["methods"]
@@ -315,7 +325,7 @@ def render_md(doc: dict) -> str:
          "## Provenance", "", environment_md(doc["environment"]),
          f"- budget: {', '.join(f'{k}={v}' for k, v in doc['budget'].items())}",
          f"- seeds: {doc['seeds']}; methods: {', '.join(methods)}",
-         wall_line(doc), ""]
+         wall_line(doc), code_line(doc), ""]
 
     L += ["## Test macro-F1", ""]
     L.append(md_table(["method"] + names, [[m] + [fmt_ms(

@@ -43,6 +43,10 @@ def test_quality_harness_records_failures_and_resumes(tmp_path, monkeypatch):
     assert saved["datasets"]["synthetic"]["rarest"] and saved["timing"]["runs_failed"] == 1
     md = (tmp_path / "res" / "q.md").read_text()
     assert "boom in ce" in md and "git commit" in md
+    # the code each run ran, whatever the commit says (a dirty work tree included)
+    from benchmarks.common import code_fingerprint
+    assert h["code"] == code_fingerprint() and len(h["code"]) == 12
+    assert f"{h['code']} (the code that wrote this file): 1 runs" in md
 
     # resume: hamr is kept (same record), the failed ce runs again and now succeeds
     monkeypatch.setattr(loop, "train", real_train)
