@@ -91,7 +91,8 @@ def parse_variants(specs) -> dict:
 def make_config(args, data_path: str | None, method: str, seed: int, output_dir: str):
     from hamr_dist.config import TrainConfig
     kw = dict(TIERS[args.tier])
-    method, extra = parse_variants(getattr(args, "variant", None)).get(method, (method, {}))
+    variants = getattr(args, "variants", None) or parse_variants(getattr(args, "variant", None))
+    method, extra = variants.get(method, (method, {}))
     if getattr(args, "patience", None):
         kw["early_stopping_patience"] = args.patience
     kw.update(extra)

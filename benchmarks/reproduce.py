@@ -3,10 +3,11 @@
     python -m benchmarks.reproduce benchmarks/results/quality_probe_seeds10.json --methods hamr-cb --seeds 1 2
     python -m benchmarks.reproduce benchmarks/results/quality_probe_*.json --seeds 1 --out check.md
 
-A result file records every run's resolved config, so a run can be repeated exactly: same
-data, seed and options, as many torch threads as the file records. On a CPU a run is deterministic, so a committed number that this does not give back was made with
-other code (for instance a work tree with uncommitted changes) and no longer describes the
-method. Exit status 1 if any selected run differs (dev or test macro-F1 by more than
+A result file records its command's budget and variants, so every run can be made again as the
+same command makes it today: same data, seed and options, as many torch threads as the file
+records. On a CPU a run is deterministic, so a committed number that this does not give back
+was made with other code (for instance a work tree with uncommitted changes) or other defaults
+(listed per run), and no longer describes what the command does. Exit status 1 if any selected run differs (dev or test macro-F1 by more than
 ``--tol``, or another best epoch).
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import Stopwatch, environment, environment_md, now_iso, read_json, write_text
-from benchmarks.quality import VOLATILE, quiet_console, resolve_dataset
+from benchmarks.quality import comparable, make_config, quiet_console, resolve_dataset
 
 log = logging.getLogger("benchmarks.reproduce")
 
@@ -31,25 +32,41 @@ def select(runs: list[dict], methods, datasets, seeds) -> list[dict]:
             and (not seeds or r["seed"] in seeds)]
 
 
-def config_of(rec: dict, output_dir: str):
-    """The TrainConfig a recorded run ran with. Options added since take their defaults (the run
-    behaved as they do); an option that no longer exists cannot be repeated and is an error."""
-    from hamr_dist.config import FIELDS, TrainConfig
-    kw = {k: v for k, v in rec["config"].items() if k not in VOLATILE}
-    gone = sorted(k for k in kw if k not in FIELDS)
-    if gone:
-        raise ValueError(f"options {gone} no longer exist")
-    kw["data"] = resolve_dataset(rec["dataset"])[1]   # recorded paths are portable, not absolute
-    return TrainConfig(**kw, output_dir=output_dir, progress=False)
+def config_of(doc: dict, rec: dict, output_dir: str):
+    """The TrainConfig that the file's command gives this run today: its budget and variants,
+    the run's dataset, method and seed, the current defaults for everything else. Not the
+    recorded resolved config: it also holds options that had no effect when the run was made
+    (e.g. a class-prior power on the icf baseline before 29e87eb) and may have one now."""
+    b = doc["budget"]
+    lr = b.get("learning_rate")
+    args = argparse.Namespace(
+        tier=doc["tier"], epochs=b["epochs"], batch_size=b["batch_size"],
+        lr=lr if isinstance(lr, (int, float)) else None,     # else "... (default)"
+        max_train_samples=b.get("max_train_samples"), max_eval_samples=b.get("max_eval_samples"),
+        max_seq_length=b.get("max_seq_length", 128), patience=b.get("early_stopping_patience"),
+        meta_scope=None if b.get("meta_scope") in (None, "package default") else b["meta_scope"],
+        variants={k: tuple(v) for k, v in (b.get("variants") or {}).items()}, cache_dir=None)
+    path = resolve_dataset(rec["dataset"])[1]      # recorded paths are portable, not absolute
+    return make_config(args, path, rec["method"], rec["seed"], output_dir)
 
 
-def repeat(rec: dict, tol: float) -> dict:
+def changed_options(rec: dict, cfg) -> list[str]:
+    """Options the run resolves to differently today than when it was recorded."""
+    now = comparable(cfg.resolved(rec["task"]).to_dict()) if rec.get("task") else {}
+    then = comparable(rec["config"])
+    return [f"{k} {then.get(k)!r}->{v!r}" for k, v in now.items()
+            if k != "data" and k in then and then[k] != v]
+
+
+def repeat(doc: dict, rec: dict, tol: float) -> dict:
     """Run ``rec`` again; its numbers then and now, and whether they agree."""
     from hamr_dist.train.loop import train
     sw = Stopwatch()
     with tempfile.TemporaryDirectory(prefix="hamr-reproduce-") as out:
         try:
-            m = train(config_of(rec, out)).metrics
+            cfg = config_of(doc, rec, out)
+            changed = changed_options(rec, cfg)
+            m = train(cfg).metrics
         except Exception as e:  # noqa: BLE001 - one failed run must not stop the check
             return {"key": rec["key"], "status": "error", "error": f"{type(e).__name__}: {e}"}
     now = {"dev": m["dev"]["macro_f1"], "test": m["test"]["macro_f1"], "best_epoch": m["best_epoch"]}
@@ -58,15 +75,16 @@ def repeat(rec: dict, tol: float) -> dict:
     same = (abs(now["dev"] - then["dev"]) <= tol and abs(now["test"] - then["test"]) <= tol
             and now["best_epoch"] == then["best_epoch"])
     return {"key": rec["key"], "status": "same" if same else "differs", "then": then, "now": now,
-            "recorded": rec.get("started"), "wall_s": sw()}
+            "recorded": rec.get("started"), "changed": changed, "wall_s": sw()}
 
 
 def render_md(rows: list[dict], files: list[str], env: dict) -> str:
     lines = ["# Reproduction check of recorded quality runs", "",
              f"Generated {now_iso()}. Files: {', '.join(files)}.", "", "## Provenance", "",
              environment_md(env), "",
-             "| run | recorded | then dev / test (best epoch) | now dev / test (best epoch) | verdict |",
-             "|---|---|---|---|---|"]
+             "| run | recorded | then dev / test (best epoch) | now dev / test (best epoch) | verdict "
+             "| options resolved otherwise now |",
+             "|---|---|---|---|---|---|"]
 
     def key(r):       # dataset|method|seed: a bar would split the table's cell
         return r["key"].replace("|", " · ")
@@ -75,10 +93,10 @@ def render_md(rows: list[dict], files: list[str], env: dict) -> str:
         return f"{100 * x['dev']:.2f} / {100 * x['test']:.2f} ({x['best_epoch']})"
     for r in rows:
         if r["status"] == "error":
-            lines.append(f"| {key(r)} | - | - | - | error: {r['error']} |")
+            lines.append(f"| {key(r)} | - | - | - | error: {r['error']} | |")
         else:
             lines.append(f"| {key(r)} | {r['recorded']} | {cell(r['then'])} | {cell(r['now'])} "
-                         f"| {r['status']} |")
+                         f"| {r['status']} | {', '.join(r['changed']) or '-'} |")
     same = sum(r["status"] == "same" for r in rows)
     lines += ["", f"{same} of {len(rows)} runs give their recorded numbers."]
     return "\n".join(lines) + "\n"
@@ -114,7 +132,7 @@ def main(argv=None) -> int:
     for f, doc in docs.items():
         runs = select(doc.get("runs", []), args.methods, args.datasets, args.seeds)
         for i, rec in enumerate(runs, 1):
-            r = repeat(rec, args.tol)
+            r = repeat(doc, rec, args.tol)
             rows.append(r)
             tail = (f"then {r['then']['dev']:.4f}/{r['then']['test']:.4f} now "
                     f"{r['now']['dev']:.4f}/{r['now']['test']:.4f}" if "now" in r else r.get("error"))

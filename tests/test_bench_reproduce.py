@@ -26,12 +26,17 @@ def test_reproduce_finds_records_that_the_code_no_longer_gives(tmp_path, monkeyp
     assert md.count("| same |") == 2 and "2 of 2 runs give their recorded numbers" in md
     assert "synthetic · hamr-cb · 1" in md and "git commit" in md
 
-    saved = json.loads(res.read_text())        # a record made by other code: dev 1 point higher
+    assert "| same | - |" in md                 # no option resolves otherwise today
+
+    # a record made by other code and defaults: dev 1 point higher, tau resolved to 2 then
+    saved = json.loads(res.read_text())
     rec = next(r for r in saved["runs"] if r["method"] == "hamr-cb")
     rec["dev"]["macro_f1"] += 0.01
+    rec["config"]["tau"] = 2.0
     res.write_text(json.dumps(saved))
     assert reproduce.main([str(res), "--methods", "hamr-cb", "--out", str(out)]) == 1
-    assert "| differs |" in out.read_text() and "0 of 1 runs" in out.read_text()
+    md = out.read_text()
+    assert "| differs | tau 2.0->0.7 |" in md and "0 of 1 runs" in md
 
     assert reproduce.main([str(res), "--seeds", "7"]) == 2
     assert reproduce.main([str(tmp_path / "nope.json")]) == 2
