@@ -56,6 +56,20 @@ def test_meta_class_losses_match_an_independent_computation(tmp_path):
         want[y] = np.mean(v)
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
+    # two workers: each evaluates every other meta sample, the all-reduce pools them (faked
+    # here: rank 1's sums recorded, then averaged into rank 0's), and the result is the same
+    seen = {}
+
+    def record(ts):
+        seen["rank1"] = [t.clone() for t in ts]
+
+    def mean_with_rank1(ts):
+        for t, other in zip(ts, seen["rank1"]):
+            t.add_(other).div_(2)
+    meta_class_losses(s.model, s, 7, rank=1, world_size=2, all_reduce_mean=record)
+    pooled = meta_class_losses(s.model, s, 7, rank=0, world_size=2, all_reduce_mean=mean_with_rank1)
+    np.testing.assert_allclose(pooled, want, rtol=1e-5)
+
 
 def test_feedback_default_per_method_and_validation():
     with pytest.raises(ConfigError, match="class-weight-feedback"):

@@ -26,17 +26,23 @@ def label_groups(s) -> tuple[torch.Tensor, list[str]]:
 
 
 @torch.no_grad()
-def meta_class_losses(model, s, batch_size: int, groups: torch.Tensor | None = None) -> np.ndarray:
+def meta_class_losses(model, s, batch_size: int, groups: torch.Tensor | None = None,
+                      rank: int = 0, world_size: int = 1, all_reduce_mean=None) -> np.ndarray:
     """Mean unweighted CE per class over the meta set (NaN for a class it does not hold);
-    ``groups``: :func:`label_groups`' ids, computed when not given."""
+    ``groups``: :func:`label_groups`' ids, computed when not given. With several workers each
+    evaluates every ``world_size``-th meta sample and ``all_reduce_mean`` pools the sums (their
+    mean over ranks keeps the ratio of loss sum to count)."""
     if groups is None:
         groups = label_groups(s)[0]
     n = int(groups.max()) + 1
     sums, counts = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
-    for b, logits in eval_logits(model, s.meta.batches, np.arange(len(s.meta.batches)), batch_size):
+    mine = np.arange(rank, len(s.meta.batches), world_size)
+    for b, logits in eval_logits(model, s.meta.batches, mine, batch_size):
         bs, bc = class_loss_sums(logits.cpu(), b["labels"].cpu(), groups, n)
         sums += bs.double()
         counts += bc.double()
+    if all_reduce_mean is not None:
+        all_reduce_mean([sums, counts])
     return torch.where(counts > 0, sums / counts.clamp_min(1), torch.nan).numpy()
 
 
@@ -57,11 +63,13 @@ def rescale(weights: torch.Tensor, groups: torch.Tensor, class_loss: np.ndarray,
     return (out * (c @ weights) / (c @ out)).float()
 
 
-def feedback_weights(model, s, base: torch.Tensor, power: float, batch_size: int):
-    """(class weights for the next epoch, {class: its weight}) from the current model."""
+def feedback_weights(model, s, base: torch.Tensor, power: float, batch_size: int,
+                     rank: int = 0, world_size: int = 1, all_reduce_mean=None):
+    """(class weights for the next epoch, {class: its weight}) from the current model; under
+    Ray the workers share the meta set's evaluation (:func:`meta_class_losses`)."""
     groups, names = label_groups(s)
-    w = rescale(base, groups, meta_class_losses(model, s, batch_size, groups), power,
-                s.class_counts)
+    losses = meta_class_losses(model, s, batch_size, groups, rank, world_size, all_reduce_mean)
+    w = rescale(base, groups, losses, power, s.class_counts)
     # a class's weight: its labels share it (a tag absent from training has 0)
     per_class = torch.zeros(len(names)).scatter_reduce(0, groups, w, "amax")
     return w.to(base.device), {name: float(x) for name, x in zip(names, per_class)}
