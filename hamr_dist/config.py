@@ -91,8 +91,8 @@ class TrainConfig:
                                           "--class-prior-reference towards equal shares "
                                           "(r_c^(1-power) / n_c); 1 balances the classes (ICF), "
                                           "0 keeps the reference's shares; default 0.5 for "
-                                          "hamr-icf, and for hamr-cb with --freeze-encoder; "
-                                          "else 1 (docs/hardness.md)")
+                                          "hamr-cb and hamr-icf, 1 for icf "
+                                          "(docs/hardness.md)")
     class_prior_beta: float | None = opt(None, "hamr-cb: count each class by its effective "
                                          "number (1 - beta^n) / (1 - beta) (Cui et al. 2019) "
                                          "instead of n, e.g. 0.999; default: plain counts")
@@ -215,12 +215,11 @@ class TrainConfig:
             # head (frozen encoder) learns more from every token's loss
             mean = m.class_weights or (m.class_prior and c.freeze_encoder)
             c.ner_sample_loss = "mean" if mean and c.preset != "paper" else "max"
-        if c.class_prior_power is None:   # chosen on dev per regime: docs/hardness.md
-            # hamr-icf's weights and hamr-cb's draw on a trained head keep half of dev's
-            # imbalance; hamr-cb when the encoder trains balances fully (not measured at 0.5);
-            # the icf baseline is ICF (power 1)
-            half = (m.class_weights and m.meta is not None) or (m.class_prior and c.freeze_encoder)
-            c.class_prior_power = 0.5 if half else 1.0
+        if c.class_prior_power is None:   # chosen on dev in both regimes: docs/hardness.md
+            # hamr-icf's weights and hamr-cb's draw keep half of dev's imbalance; the icf
+            # baseline is ICF (power 1)
+            ours = m.meta is not None and (m.class_weights or m.class_prior)
+            c.class_prior_power = 0.5 if ours else 1.0
         if c.class_weight_feedback is None:   # chosen on dev per regime: docs/hardness.md
             # hamr-icf when the encoder trains; the icf baseline stays as its authors define it
             icf_meta = m.class_weights and m.meta is not None
