@@ -307,6 +307,21 @@ def test_two_workers_stay_identical_and_agree_on_draws(two_workers):
         assert (out / f).is_file(), f
 
 
+def test_two_workers_pool_the_class_weight_feedback(ray_local, tmp_path):
+    """hamr-icf's feedback under 2 workers: each rank evaluates half of the meta set and the
+    all-reduce pools the per-class losses, so every rank rescales its class weights alike
+    (without the pooling each rank would see another half)."""
+    from hamr_dist.distributed.trainer import train_distributed
+    cfg = small_cfg(tmp_path, method="hamr-icf", class_weight_feedback=1.0, num_workers=2,
+                    num_train_epochs=2)
+    m = train_distributed(cfg, check_consistency=True).metrics
+    last = m["ray"]["epochs"][-1]
+    a, b = last["class_weights"]
+    assert a and a == b                               # rescaled (epoch 2) and equal on both
+    assert len(set(a.values())) > 1
+    assert len(set(last["param_digests"])) == 1
+
+
 def test_two_worker_hardness_equals_single_process_replay(two_workers):
     """h in the actor == one InMemoryHardness fed the same (indices, w_post) in draw order."""
     tmp, m = two_workers

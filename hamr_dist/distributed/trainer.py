@@ -529,6 +529,8 @@ class Reporter:
             if self.check:
                 mine["params"] = _state_digest(st["model"])
                 mine["wnet"] = _state_digest(st["wnet"])
+        if self.check:      # each rank's class-weight feedback (pooled over the ranks' meta shards)
+            mine["class_weight"] = rec.get("class_weight")
         every_rank = all_gather_object(mine)
         summary = {"epoch": epoch + 1,
                    "draw_digests": [r["draw"] for r in every_rank],
@@ -536,6 +538,7 @@ class Reporter:
         if self.check:
             summary["param_digests"] = [r["params"] for r in every_rank]
             summary["wnet_digests"] = [r["wnet"] for r in every_rank]
+            summary["class_weights"] = [r["class_weight"] for r in every_rank]
         self.epochs.append(summary)
         metrics = {**rec, "world_size": self.world,
                    "step_time_s": summary["step_time_s"][0]}
