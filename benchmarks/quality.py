@@ -36,9 +36,9 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.common import (RESULTS, Stopwatch, code_fingerprint, environment, environment_footer,
-                               environment_md, fmt_ms, md_table, mean_std, now_iso, portable,
-                               read_json, save_png, write_json, write_text)
+from benchmarks.common import (RESULTS, Stopwatch, code_fingerprint, environment,
+                               environment_footer, environment_md, fmt_ms, md_table, mean_std,
+                               now_iso, portable, read_json, save_png, write_json, write_text)
 
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 DEFAULT_DATASETS = ("sst5", "hurricane_irma_2017", "mit_restaurant", "tweetner7_2020")
@@ -308,7 +308,8 @@ def code_line(doc: dict) -> str:
     so a table mixing code versions says so."""
     n = Counter(r.get("code", "not recorded") for r in doc["runs"] if r.get("status") == "ok")
     now = code_fingerprint()
-    parts = [f"{c}{' (the code that wrote this file)' if c == now else ''}: {k} runs" for c, k in n.most_common()]
+    parts = [f"{c}{' (the code that wrote this file)' if c == now else ''}: {k} runs"
+             for c, k in n.most_common()]
     return "- code (hash of hamr_dist's sources per run): " + ("; ".join(parts) or "no runs")
 
 

@@ -16,6 +16,17 @@ from hamr_dist.data.mapped import MappedTokens
 from hamr_dist.data.meta_set import draw_meta_set
 from hamr_dist.errors import DataError
 
+CHUNK = 100_000    # sentences per vectorised step over NER tags: bounded temporaries
+
+
+def flat_positions(off: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions in the flat array of every item of sentences ``rows``, in order; each
+    sentence's length), for per-sentence ranges ``off[i]:off[i + 1]``."""
+    lengths = np.asarray(off[rows + 1] - off[rows])
+    pos = np.repeat(np.asarray(off[rows]), lengths) + (
+        np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+    return pos, lengths
+
 
 class Prepared:
     def __init__(self, folder):
@@ -89,15 +100,23 @@ class Prepared:
             if name.startswith("B-"):
                 begin[i] = self.entity_types.index(name[2:])
         out = np.zeros((len(rows), len(self.entity_types)), np.int32)
-        for s in range(0, len(rows), 100_000):            # bounded temporaries
-            r = rows[s:s + 100_000]
-            lengths = np.asarray(off[r + 1] - off[r])
-            pos = np.repeat(np.asarray(off[r]), lengths) + (
-                np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+        for s in range(0, len(rows), CHUNK):              # bounded temporaries
+            r = rows[s:s + CHUNK]
+            pos, lengths = flat_positions(off, r)
             types = begin[np.asarray(flat[pos], np.int64)]
             sent = np.repeat(np.arange(len(r)), lengths)
             hit = types >= 0
             np.add.at(out, (s + sent[hit], types[hit]), 1)
+        return out
+
+    def tag_counts(self, split: str, rows) -> np.ndarray:
+        """NER: how often each tag id occurs over the words of sentences ``rows``."""
+        flat, off = self.word_tags(split)
+        rows = np.asarray(rows, np.int64)
+        out = np.zeros(len(self.label_names), np.int64)
+        for s in range(0, len(rows), CHUNK):
+            pos, _ = flat_positions(off, rows[s:s + CHUNK])
+            out += np.bincount(np.asarray(flat[pos], np.int64), minlength=len(out))
         return out
 
     def unit_names(self) -> list[str]:

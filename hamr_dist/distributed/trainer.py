@@ -529,8 +529,8 @@ class Reporter:
             if self.check:
                 mine["params"] = _state_digest(st["model"])
                 mine["wnet"] = _state_digest(st["wnet"])
-        if self.check:      # each rank's class-weight feedback (pooled over the ranks' meta shards)
-            mine["class_weight"] = rec.get("class_weight")
+                # the class-weight feedback, pooled over the ranks' meta shards
+                mine["class_weight"] = rec.get("class_weight")
         every_rank = all_gather_object(mine)
         summary = {"epoch": epoch + 1,
                    "draw_digests": [r["draw"] for r in every_rank],

@@ -5,8 +5,9 @@ ICF fixes every class's weight from its count. On a corpus with a diffuse majori
 weight is the smallest while it is the one the model gets most wrong. Each epoch after the
 first this scales the class weights (ICF's, or hamr-icf's tempered ones) by each class's mean
 loss on the balanced meta set relative to the mean over classes, to the power q: a class the
-model gets wrong gains weight, a class it has learned loses some. NER pools B-X and I-X into type X and O into one class, as ICF does.
-The rescaled weights keep their mean over the training positions, so the loss keeps its scale.
+model gets wrong gains weight, a class it has learned loses some. NER pools B-X and I-X into
+type X and O into one class, as ICF does. The rescaled weights keep their mean over the
+training positions, so the loss keeps its scale.
 """
 from __future__ import annotations
 

@@ -181,11 +181,7 @@ def label_counts(p: Prepared, rows: np.ndarray, split: str = "train") -> np.ndar
     n = len(p.label_names)
     if p.task == "cls":
         return np.bincount(np.asarray(p.labels(split)[rows], np.int64), minlength=n)
-    flat, off = p.word_tags(split)
-    out = np.zeros(n, np.int64)
-    for i in rows:
-        out += np.bincount(np.asarray(flat[off[i]:off[i + 1]], np.int64), minlength=n)
-    return out
+    return p.tag_counts(split, rows)
 
 
 def _gather(feats, idx):
