@@ -43,10 +43,10 @@ from benchmarks.common import (RESULTS, Stopwatch, code_fingerprint, environment
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 DEFAULT_DATASETS = ("sst5", "hurricane_irma_2017", "mit_restaurant", "tweetner7_2020")
 SYNTHETIC = "synthetic"   # the built-in generated corpus (TrainConfig.data=None)
-BASELINES = ("ce", "icf", "focal", "dice", "mwn", "lnr")
+BASELINES = ("ce", "icf", "focal", "dice", "mwn", "lnr", "la")
 ABLATIONS = (("full HAMR", "hamr"), ("w/o resampling", "hamr-no-resample"),
              ("w/o meta weights", "hamr-no-meta"), ("w/o kNN boost", "hamr-no-knn"))
-ALL_METHODS = BASELINES + tuple(m for _, m in ABLATIONS) + ("hamr-cb",)
+ALL_METHODS = BASELINES + tuple(m for _, m in ABLATIONS) + ("hamr-cb", "hamr-la")
 TIERS = {"probe": {"freeze_encoder": True}, "finetune": {"freeze_encoder": False}}
 # config fields that do not change what a run computes (ignored when --resume compares configs)
 VOLATILE = ("output_dir", "cache_dir", "progress")

@@ -86,13 +86,17 @@ class TrainConfig:
                              "entry each step, renormalise); see docs/hardness.md",
                              ["ema", "debiased-ema", "epoch-ema", "decay-all"])
     hardness_epoch_gamma: float = opt(0.5, "decay per epoch of --hardness-rule epoch-ema")
-    class_prior_power: float | None = opt(None, "hamr-cb's draw and hamr-icf's class weights: "
+    class_prior_power: float | None = opt(None, "hamr-cb's draw, hamr-icf's class weights and "
+                                          "the logit shift of la and hamr-la: "
                                           "how far the classes move from their shares in "
                                           "--class-prior-reference towards equal shares "
                                           "(r_c^(1-power) / n_c); 1 balances the classes (ICF), "
                                           "0 keeps the reference's shares; default 0.5 for "
-                                          "hamr-cb and hamr-icf, 1 for icf "
+                                          "hamr-cb, hamr-icf and hamr-la, 1 for icf and la "
                                           "(docs/hardness.md)")
+    logit_adjust_tau: float = opt(1.0, "la, hamr-la: scale tau of the training logits' shift "
+                                  "-tau log w_c (w_c the class weights of "
+                                  "--class-prior-power; Menon et al. 2021 use tau 1)")
     class_prior_beta: float | None = opt(None, "hamr-cb: count each class by its effective "
                                          "number (1 - beta^n) / (1 - beta) (Cui et al. 2019) "
                                          "instead of n, e.g. 0.999; default: plain counts")
@@ -208,17 +212,17 @@ class TrainConfig:
             c.lam = 0.1 if task == "ner" else 0.7
         if c.hardness_rule is None:    # chosen on dev: docs/hardness.md
             # ours (a class prior in the draw or the loss): debiased
-            ours = m.class_prior or (m.class_weights and m.resample)
+            ours = m.class_prior or ((m.class_weights or m.logit_adjust) and m.resample)
             c.hardness_rule = "debiased-ema" if ours else "ema"
         if c.ner_sample_loss is None:  # chosen on dev per regime: docs/hardness.md
             # the max pushes rare entity tokens; ICF's token weights already do, and a converged
             # head (frozen encoder) learns more from every token's loss
-            mean = m.class_weights or (m.class_prior and c.freeze_encoder)
+            mean = m.class_weights or m.logit_adjust or (m.class_prior and c.freeze_encoder)
             c.ner_sample_loss = "mean" if mean and c.preset != "paper" else "max"
         if c.class_prior_power is None:   # chosen on dev in both regimes: docs/hardness.md
             # hamr-icf's weights and hamr-cb's draw keep half of dev's imbalance; the icf
             # baseline is ICF (power 1)
-            ours = m.meta is not None and (m.class_weights or m.class_prior)
+            ours = m.meta is not None and (m.class_weights or m.class_prior or m.logit_adjust)
             c.class_prior_power = 0.5 if ours else 1.0
         if c.class_weight_feedback is None:   # chosen on dev per regime: docs/hardness.md
             # hamr-icf when the encoder trains; the icf baseline stays as its authors define it

@@ -131,6 +131,19 @@ def icf_weights(counts, groups=None, reference=None, power: float = 1.0) -> torc
     return (w * counts.sum() / (counts @ w)).float()
 
 
+def logit_offsets(weights: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """The logit adjustment of Menon et al. (ICLR 2021) from class weights: -tau log w_c, added
+    to the training logits. With ICF's weights (w_c ~ 1 / n_c) it is tau log pi_c, their loss;
+    with tempered weights w_c ~ t_c / pi_c it shifts the prediction from the training shares pi
+    to the target shares t. Labels absent from train (w_c = 0) get the largest offset present:
+    they are never targets, and an infinite offset would leave their logits untrained."""
+    w = weights.double()
+    off = -tau * w.clamp_min(torch.finfo(torch.float64).tiny).log()
+    present = w > 0
+    off = torch.where(present, off, off[present].max() if present.any() else off.new_zeros(()))
+    return (off - off[present].mean() if present.any() else off).float()
+
+
 def class_weights_at(weights: torch.Tensor | None, share: float) -> torch.Tensor | None:
     """Class weights at ``share`` of their strength: ``share * w + (1 - share)``. ICF's
     weights average 1 over the training positions, so the mix does too and the loss keeps its

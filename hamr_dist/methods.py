@@ -13,6 +13,8 @@
 | hamr-no-knn       | CE    | -             | HAMR (z-score)   | hardness, lambda = 0 | w_post             |
 | hamr-cb           | CE    | -             | HAMR (z-score)   | class prior x hardness + kNN | w_post     |
 | hamr-icf          | CE    | ~r_c^.5 / n_c | HAMR (z-score)   | hardness + kNN boost | w_post             |
+| la                | LA-CE | -             | -                | uniform permutation  | -                  |
+| hamr-la           | LA-CE | -             | HAMR (z-score)   | hardness + kNN boost | w_post             |
 | lnr               | CE    | -             | -                | uniform permutation  | -                  |
 
 hamr-cb is ours, not the paper's: the draw is p_i ~ r_c(i)^(1-power) / n_c(i) (h_i+eps)^tau
@@ -22,7 +24,11 @@ ours) puts the class prior into the loss instead, class weights per position (NE
 so entity tokens outweigh O inside a sentence) with the same tempered dev shares (power 1 would
 be ICF's N / (C n_c)), under the paper's meta weights and sampler. lnr (Hu et al.,
 ICML 2025) trains CE on labels re-balanced once, after a CE warm-up, by flipping majority-class
-samples that the model finds close to a rarer class (classification only).
+samples that the model finds close to a rarer class (classification only). la is the
+logit-adjusted loss of Menon et al. (ICLR 2021): during training every logit is shifted by
+-tau log w_c, w_c the class's ICF weight (log of its training share with power 1), so rare
+classes must win by a margin and the plain logits at inference are re-balanced; hamr-la (ours)
+trains HAMR on that loss, the class prior as margins instead of hamr-icf's loss weights.
 """
 from __future__ import annotations
 
@@ -41,6 +47,7 @@ class Method:
     knn: bool = False             # neighbourhood boost (lambda > 0)
     class_prior: bool = False     # sampling prior n_c^-power (hamr-cb)
     relabel: str | None = None    # None | "lnr"
+    logit_adjust: bool = False    # training logits shifted by -tau log w_c (la)
 
     @property
     def tracks_hardness(self) -> bool:
@@ -60,6 +67,8 @@ METHODS = {m.name: m for m in [
     Method("hamr-cb", meta="hamr", resample=True, knn=True, class_prior=True),
     Method("hamr-icf", class_weights=True, meta="hamr", resample=True, knn=True),
     Method("lnr", relabel="lnr"),
+    Method("la", logit_adjust=True),
+    Method("hamr-la", logit_adjust=True, meta="hamr", resample=True, knn=True),
 ]}
 
 

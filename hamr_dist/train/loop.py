@@ -380,6 +380,8 @@ def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runt
     labels = batch["labels"]
     if class_weights is None:
         class_weights = s.class_weights
+    if s.logit_offsets is not None:           # la: margins in training, plain logits at inference
+        logits = logits + s.logit_offsets
     pos = position_loss(m.loss, logits, labels, class_weights, dice_alpha=c.dice_alpha,
                         dice_smooth=c.dice_smooth)
     ner = logits.dim() == 3

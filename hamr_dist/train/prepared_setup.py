@@ -164,16 +164,19 @@ def build_prepared(cfg: TrainConfig, device=None) -> Setup:
         _frozen_features(cfg, model, splits, drawn)
 
     scope_names = scope_parameter_names(model, "head" if cfg.freeze_encoder else scope)
-    weights = counts = None
-    if method.class_weights:
-        from ..losses import entity_groups, icf_weights
+    weights = counts = offsets = None
+    if method.class_weights or method.logit_adjust:
+        from ..losses import entity_groups, icf_weights, logit_offsets
         groups = entity_groups(p.label_names) if p.task == "ner" else None
         counts = label_counts(p, keep)
         ref = label_counts(p, dev_rows, "dev") if cfg.class_prior_reference == "dev" else None
         weights = icf_weights(counts, groups=groups, reference=ref,
                               power=cfg.class_prior_power).to(pick_device(device))
+        if method.logit_adjust:     # the prior goes into the logits, not the loss weights
+            weights, offsets = None, logit_offsets(weights, cfg.logit_adjust_tau)
     return Setup(cfg, method, data, model, tok, splits["train"], splits["meta"], splits["dev"],
-                 splits["test"], meta_info, scope_names, weights, class_counts=counts)
+                 splits["test"], meta_info, scope_names, weights, class_counts=counts,
+                 logit_offsets=offsets)
 
 
 def label_counts(p: Prepared, rows: np.ndarray, split: str = "train") -> np.ndarray:

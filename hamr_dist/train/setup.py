@@ -48,6 +48,7 @@ class Setup:
     groups: object = None    # SampleGroups, computed once by train_groups
     class_counts: np.ndarray | None = None    # ICF methods: training count per label
     hardness_opts: dict | None = None   # computed once by diagnose.hardness_options
+    logit_offsets: torch.Tensor | None = None   # la methods: added to the training logits
 
     @property
     def n_labels(self) -> int:
