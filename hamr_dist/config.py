@@ -20,6 +20,15 @@ def opt(default, help: str, choices=None):
     return field(default=default, metadata={"help": help, "choices": choices})
 
 
+def default_method(freeze_encoder: bool, task: str | None) -> str:
+    """The default ``--method``: the dev winner of each regime and task (README, Results).
+    With a frozen encoder it depends on the task, so it stays open (None) until the data is
+    read, when hamr-cb stands for both."""
+    if not freeze_encoder:
+        return "hamr-icf"
+    return "hamr-la" if task == "cls" else "hamr-cb"
+
+
 @dataclass
 class TrainConfig:
     # data and model
@@ -29,11 +38,12 @@ class TrainConfig:
     model: str | None = opt(None, "HF encoder path or name; default: bundled all-MiniLM-L6-v2")
     embedder: str | None = opt(None, "sentence embedder for kNN neighbourhoods; default: bundled all-MiniLM-L6-v2")
     output_dir: str = opt("outputs/run", "where the model, metrics.json and logs are written")
-    method: str | None = opt(None, "training method; default (chosen on dev per regime, README "
-                             "Results): hamr-icf (HAMR on the ICF-weighted loss) when the encoder "
-                             "trains, hamr-cb (HAMR with a class-balanced sampling prior) with "
-                             "--freeze-encoder; hamr is the paper's method; also its ablations "
-                             "and the baselines", list(METHODS))
+    method: str | None = opt(None, "training method; default (chosen on dev per regime and task, "
+                             "README Results): hamr-icf (HAMR on a class-weighted loss) when the "
+                             "encoder trains; with --freeze-encoder hamr-la (HAMR on the "
+                             "logit-adjusted loss) for classification, hamr-cb (HAMR with a class "
+                             "prior in the draw) for NER; hamr is the paper's method; also its "
+                             "ablations and the baselines", list(METHODS))
     freeze_encoder: bool = opt(False, "cache encoder features once and train only the head (fast CPU regime)")
     save_encoder: bool = opt(False, "with --freeze-encoder: copy the unchanged encoder into output_dir "
                              "(a self-contained model); default: keep its path and fingerprint")
@@ -187,12 +197,20 @@ class TrainConfig:
     mlflow_parent_run_id: str | None = opt(None, "nest the MLflow run under this run id (set by hamr tune)")
 
     def __post_init__(self):
-        if self.method is None:     # the dev winner of each regime (README, Results)
-            self.method = "hamr-cb" if self.freeze_encoder else "hamr-icf"
+        if self.method is None and (self.task or not self.freeze_encoder):
+            self.method = default_method(self.freeze_encoder, self.task)
+
+    @property
+    def planned_method(self):
+        """The method's switches before the task is known (the default methods of the two
+        tasks share the meta weights, the sampler and the neighbours)."""
+        return get_method(self.method or default_method(self.freeze_encoder, self.task))
 
     def resolved(self, task: str) -> "TrainConfig":
         """Fill task-dependent defaults and validate; returns a new config."""
         c = dataclasses.replace(self, task=task)
+        if c.method is None:
+            c.method = default_method(c.freeze_encoder, task)
         m = get_method(c.method)
         if c.method == "lnr" and task != "cls":
             raise ConfigError("method lnr re-balances sequence labels and supports classification "
@@ -236,7 +254,7 @@ class TrainConfig:
         return c
 
     def validate(self) -> None:
-        get_method(self.method)
+        self.planned_method
         parse_scope(self.meta_scope)
         for f in dataclasses.fields(self):     # YAML, Tune and code bypass argparse's choices
             allowed, value = f.metadata.get("choices"), getattr(self, f.name)

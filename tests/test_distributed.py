@@ -263,7 +263,8 @@ def test_neighbour_actor_boost_matches_in_process(ray_local, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # whole runs
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("method", ["hamr", "hamr-icf"])   # hamr-icf: the fine-tuning default
+# hamr-icf: the fine-tuning default; None: the frozen-encoder default (hamr-la on classification)
+@pytest.mark.parametrize("method", ["hamr", "hamr-icf", None])
 def test_one_ray_worker_matches_in_process(ray_local, tmp_path, method):
     from hamr_dist.distributed.trainer import train_distributed
     from hamr_dist.train.loop import train
@@ -279,6 +280,7 @@ def test_one_ray_worker_matches_in_process(ray_local, tmp_path, method):
     dist = train_distributed(small_cfg(tmp_path / "ray", num_workers=1, **kw)).metrics
     if method == "hamr-icf":
         assert "class_weight" in dist["history"][-1]
+    assert local["method"] == dist["method"] == (method or "hamr-la")
     assert_same_run(local, dist)
     assert dist["ray"]["world_size"] == 1
 

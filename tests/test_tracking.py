@@ -188,10 +188,10 @@ def test_run_logged_to_server(mlflow_server, tmp_path):
     assert run.info.status == "FINISHED"
     assert c.get_experiment(run.info.experiment_id).name == "hamr-test"
     p = run.data.params
-    assert p["method"] == "hamr-cb" and p["task"] == "cls" and float(p["tau"]) == 0.7   # default
-    assert p["hardness_rule"] == "debiased-ema"                          # resolved for hamr-cb
+    assert p["method"] == "hamr-la" and p["task"] == "cls" and float(p["tau"]) == 0.7   # default
+    assert p["hardness_rule"] == "debiased-ema"                          # resolved for hamr-la
     assert float(p["lam"]) == 0.7 and p["freeze_encoder"] == "True"   # the resolved config
-    assert run.data.tags["hamr.method"] == "hamr-cb"
+    assert run.data.tags["hamr.method"] == "hamr-la"
     for key in ("loss", "dev_macro_f1", "weight_mean", "weight_std", "boosted_share",
                 "sampling_entropy", "hardness_mean"):
         hist = c.get_metric_history(run_id, key)
