@@ -107,6 +107,10 @@ class TrainConfig:
     logit_adjust_tau: float = opt(1.0, "la, hamr-la: scale tau of the training logits' shift "
                                   "-tau log w_c (w_c the class weights of "
                                   "--class-prior-power; Menon et al. 2021 use tau 1)")
+    class_prior_draw: float = opt(0.0, "hamr-la: the share a of its class prior (on the log "
+                                  "scale) that the draw carries, as hamr-cb's prior to the power "
+                                  "a, the rest staying in the logit shift -(1 - a) tau log w_c; "
+                                  "0: all in the logits (docs/hardness.md)")
     class_prior_beta: float | None = opt(None, "hamr-cb: count each class by its effective "
                                          "number (1 - beta^n) / (1 - beta) (Cui et al. 2019) "
                                          "instead of n, e.g. 0.999; default: plain counts")
@@ -215,6 +219,10 @@ class TrainConfig:
         if c.method == "lnr" and task != "cls":
             raise ConfigError("method lnr re-balances sequence labels and supports classification "
                               "only (use --method hamr-cb or icf for NER)")
+        if c.class_prior_draw > 0 and not (m.logit_adjust and m.resample):
+            raise ConfigError(f"--class-prior-draw splits hamr-la's class prior between the draw "
+                              f"and the logits; method {c.method} has no such split (use "
+                              f"--method hamr-la, or hamr-cb for a prior in the draw only)")
         if c.preset == "paper":
             if c.learning_rate is None:
                 c.learning_rate = 2e-5 if task == "ner" else 4e-5
@@ -274,6 +282,7 @@ class TrainConfig:
             ("tau", self.tau > 0, "must be > 0"),
             ("gamma", 0 <= self.gamma < 1, "must be in [0, 1)"),
             ("hardness_epoch_gamma", 0 <= self.hardness_epoch_gamma < 1, "must be in [0, 1)"),
+            ("class_prior_draw", 0 <= self.class_prior_draw <= 1, "must be in [0, 1]"),
             ("class_prior_power", self.class_prior_power is None or self.class_prior_power >= 0,
              "must be >= 0"),
             ("class_prior_beta", self.class_prior_beta is None or 0 < self.class_prior_beta < 1,

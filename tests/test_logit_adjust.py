@@ -8,6 +8,7 @@ import torch.nn.functional as F
 import yaml
 
 from hamr_dist.config import TrainConfig
+from hamr_dist.errors import ConfigError
 from hamr_dist.losses import icf_weights, logit_offsets
 from hamr_dist.train.loop import Runtime, train, train_step
 from hamr_dist.train.setup import build
@@ -64,3 +65,33 @@ def test_la_methods_train_with_their_default_power(method, tmp_path):
     assert 0.0 <= m["test"]["macro_f1"] <= 1.0 and m["method"] == method
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert saved["class_prior_power"] == (0.5 if method == "hamr-la" else 1.0)
+
+
+def test_split_moves_a_share_of_the_prior_from_the_logits_to_the_draw(tmp_path):
+    """--class-prior-draw a: the draw carries hamr-cb's prior to the power a (mean 1), the
+    logits the shift -(1 - a) log w_c; a = 0 is hamr-la, a = 1 leaves the logits unshifted."""
+    from hamr_dist.sampling.groups import class_prior
+    from hamr_dist.train.diagnose import hardness_options, reference_counts
+    from hamr_dist.train.setup import train_groups
+
+    def setup(a):
+        cfg = TrainConfig(method="hamr-la", freeze_encoder=True, class_prior_draw=a,
+                          max_train_samples=300, max_eval_samples=100, progress=False,
+                          output_dir=str(tmp_path)).resolved("cls")
+        return build(cfg)
+
+    full = setup(0.0)
+    assert "prior" not in hardness_options(full)
+    half = setup(0.5)
+    torch.testing.assert_close(half.logit_offsets, 0.5 * full.logit_offsets)
+    cb = class_prior(train_groups(half), 0.5, reference=reference_counts(half))
+    want = cb ** 0.5 / (cb ** 0.5).mean()
+    np.testing.assert_allclose(hardness_options(half)["prior"], want, rtol=1e-5)
+    assert float(setup(1.0).logit_offsets.abs().max()) == 0.0
+
+
+def test_split_is_refused_for_a_method_without_it():
+    with pytest.raises(ConfigError, match="class-prior-draw"):
+        TrainConfig(method="hamr-cb", freeze_encoder=True, class_prior_draw=0.5).resolved("cls")
+    with pytest.raises(ConfigError, match="must be in"):
+        TrainConfig(method="hamr-la", class_prior_draw=1.5).resolved("cls")

@@ -22,11 +22,22 @@ def hardness_options(s) -> dict:
     if s.hardness_opts is None:
         c = s.cfg
         opts = {"rule": c.hardness_rule or "ema", "epoch_gamma": c.hardness_epoch_gamma}
-        if s.method.class_prior:
-            opts["prior"] = class_prior(train_groups(s), c.class_prior_power, c.class_prior_beta,
-                                        reference=reference_counts(s)).astype(np.float32)
+        if draws_with_prior(s):
+            prior = class_prior(train_groups(s), c.class_prior_power, c.class_prior_beta,
+                                reference=reference_counts(s))
+            if not s.method.class_prior:     # hamr-la: the draw's share of the prior
+                prior = prior ** c.class_prior_draw
+                prior /= prior.mean()
+            opts["prior"] = prior.astype(np.float32)
         s.hardness_opts = opts
     return s.hardness_opts
+
+
+def draws_with_prior(s) -> bool:
+    """Whether the run's draw carries a class prior: hamr-cb's, or the share of hamr-la's that
+    ``--class-prior-draw`` gives the draw."""
+    m = s.method
+    return m.class_prior or (m.logit_adjust and m.resample and s.cfg.class_prior_draw > 0)
 
 
 def prior_summary(s, prior: np.ndarray) -> str:

@@ -29,7 +29,7 @@ from ..meta.schedule import MetaSchedule
 from ..meta.step import current_weights, loss_ratio_weights, meta_step
 from ..meta.weight_net import WeightNet, weight_curve
 from ..sampling.hardness import InMemoryHardness, sampling_entropy, shard_for_rank
-from .diagnose import EpochDiagnostics, hardness_options, prior_summary
+from .diagnose import EpochDiagnostics, draws_with_prior, hardness_options, prior_summary
 from .class_feedback import feedback_weights
 from .evaluate import eval_logits, evaluate
 from .lnr import flip_labels
@@ -170,7 +170,8 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
     groups = train_groups(s)        # hamr-cb's class prior and the diagnostics
     class_weights = s.class_weights     # ICF; --class-weight-feedback rescales it per epoch
     # under Ray the actor holds the store; only rank 0 needs the prior, for the log line
-    opts = hardness_options(s) if rt.hardness is None or (rt.chief and m.class_prior) else {}
+    chief_logs = rt.chief and draws_with_prior(s)
+    opts = hardness_options(s) if rt.hardness is None or chief_logs else {}
     store = rt.hardness if rt.hardness is not None else InMemoryHardness(
         n_train, gamma=c.gamma, **opts)
     if rt.chief and opts.get("prior") is not None:

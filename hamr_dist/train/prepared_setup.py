@@ -172,8 +172,9 @@ def build_prepared(cfg: TrainConfig, device=None) -> Setup:
         ref = label_counts(p, dev_rows, "dev") if cfg.class_prior_reference == "dev" else None
         weights = icf_weights(counts, groups=groups, reference=ref,
                               power=cfg.class_prior_power).to(pick_device(device))
-        if method.logit_adjust:     # the prior goes into the logits, not the loss weights
-            weights, offsets = None, logit_offsets(weights, cfg.logit_adjust_tau)
+        if method.logit_adjust:     # the prior goes into the logits (the rest into the draw)
+            tau = cfg.logit_adjust_tau * (1 - cfg.class_prior_draw)
+            weights, offsets = None, logit_offsets(weights, tau)
     return Setup(cfg, method, data, model, tok, splits["train"], splits["meta"], splits["dev"],
                  splits["test"], meta_info, scope_names, weights, class_counts=counts,
                  logit_offsets=offsets)
