@@ -224,13 +224,21 @@ def cmd_cache(args) -> int:
     return 0
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps help text at spaces only, so that values such as hamr-la or debiased-ema are never
+    split over two lines."""
+    def _split_lines(self, text, width):
+        import textwrap
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hamr", description="HAMR (Hardness-Aware Meta-Resample) for "
                                 "imbalanced text classification and NER.")
     p.add_argument("--version", action="version", version=f"hamr {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="fine-tune an encoder with HAMR or a baseline",
-                       description="Train on a dataset folder, a HF dataset, or (no --data) the "
+                       formatter_class=HelpFormatter, description="Train on a dataset folder, a HF dataset, or (no --data) the "
                        "built-in synthetic corpus.")
     t.add_argument("--config", help="YAML file of options (names as the flags, - or _)")
     t.add_argument("--overwrite-output-dir", action="store_true",

@@ -520,8 +520,7 @@ def _parent_run(cfg: TrainConfig, space: dict, num_samples: int, scheduler: str)
             Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         t.experiment_id = t._experiment(cfg.experiment_name or "hamr")
         run = c.create_run(t.experiment_id, run_name=cfg.run_name or "hamr-tune",
-                           tags={"hamr.kind": "sweep",
-                                 "hamr.method": cfg.method or "default"})
+                           tags={"hamr.kind": "sweep", "hamr.method": cfg.method})
         t.run_id = run.info.run_id
         params = [Param("sweep.num_samples", str(num_samples)),
                   Param("sweep.scheduler", scheduler),
@@ -578,9 +577,10 @@ def trial_bundles(cfg: TrainConfig, trial_cpus: float | None = None) -> list[dic
     a Ray Train trial of a method with neighbours one CPU for the run's neighbour actor (created
     inside the trial, so Ray places it in the trial's group; reserving it here keeps Tune's count
     of concurrent trials honest). The Train workers get a group of their own from Ray Train."""
+    from .methods import get_method
     own = trial_cpus if trial_cpus is not None else (0.01 if cfg.num_workers > 0 else 1)
     bundles = [{"CPU": own}]
-    if cfg.num_workers > 0 and cfg.planned_method.knn:
+    if cfg.num_workers > 0 and get_method(cfg.method).knn:
         bundles.append({"CPU": 1})
     return bundles
 
@@ -742,7 +742,9 @@ def _close_parent(parent, values, summary, path, out) -> None:
 # CLI
 # --------------------------------------------------------------------------------------------
 def add_tune_parser(sub, add_config_flags) -> None:
+    from .cli import HelpFormatter
     t = sub.add_parser("tune", help="hyper-parameter sweep with Ray Tune (objective: dev macro-F1)",
+                       formatter_class=HelpFormatter,
                        description="Sweep tau, lam, gamma and k (or a --space YAML) around a "
                        "base configuration given by the usual train flags; writes "
                        "<output-dir>/best_config.yaml for `hamr train --config`.")

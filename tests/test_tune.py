@@ -16,6 +16,7 @@ from hamr_dist import tune as hamr_tune
 from hamr_dist.cli import config_from_args, parser
 from hamr_dist.config import TrainConfig
 from hamr_dist.errors import ConfigError
+from hamr_dist.methods import get_method
 
 
 def test_default_space_and_yaml_override(tmp_path):
@@ -74,7 +75,7 @@ def test_trial_placement_group_holds_the_neighbour_actor(ray_local):
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
     cfg = TrainConfig(num_workers=2)                       # the default method
-    assert cfg.planned_method.knn                      # has neighbours
+    assert get_method(cfg.method).knn                      # has neighbours
     bundles = hamr_tune.trial_bundles(cfg)
     assert bundles == [{"CPU": 0.01}, {"CPU": 1}]
     assert hamr_tune.trial_bundles(dataclasses.replace(cfg, method="hamr-no-knn")) == [
@@ -359,7 +360,7 @@ def test_small_sweep_default_method_nested_runs_and_retrain_config(ray_local, tm
     cfg = TrainConfig(data="data", freeze_encoder=True, num_train_epochs=2,
                       max_train_samples=160, max_eval_samples=60, output_dir="sweep",
                       mlflow=True, seed=1)
-    assert cfg.planned_method.knn          # the default method: neighbours in the trial
+    assert get_method(cfg.method).knn          # the default method: neighbours in the trial
     space = {"learning_rate": {"loguniform": [1e-5, 3e-2]}, "tau": {"uniform": [0.3, 1.0]},
              "gamma": {"one_minus_loguniform": [0.9, 0.999]}}
     res = hamr_tune.sweep(cfg, space, num_samples=4, scheduler="asha", grace_period=1,
@@ -416,7 +417,7 @@ def test_asha_sweep_leaves_no_placement_groups(ray_local, tmp_path):
     cfg = TrainConfig(freeze_encoder=True, num_train_epochs=3, max_train_samples=160,
                       max_eval_samples=80, output_dir=str(tmp_path / "asha"), mlflow=True,
                       num_workers=2, seed=2)
-    assert cfg.planned_method.knn      # the default: every trial creates a neighbour actor
+    assert get_method(cfg.method).knn      # the default: every trial creates a neighbour actor
     # the learning rate spreads dev macro-F1 widely, so that ASHA has trials to stop
     space = {"learning_rate": {"loguniform": [1e-5, 3e-2]}, "tau": {"uniform": [0.3, 1.0]}}
     res = hamr_tune.sweep(cfg, space, num_samples=5, scheduler="asha", grace_period=1,

@@ -251,6 +251,7 @@ def train_distributed(cfg, *, placement_strategy: str = "PACK", actor_options: d
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from ..methods import get_method
     from ..train.loop import Result
     from .actors import NAMESPACE, create_hardness_actor, create_neighbour_actor
 
@@ -258,15 +259,10 @@ def train_distributed(cfg, *, placement_strategy: str = "PACK", actor_options: d
         raise ConfigError("train_distributed needs --num-workers >= 1")
     cfg.validate()
     cfg = absolute_paths(cfg)
-    method = cfg.planned_method
+    method = get_method(cfg.method)
     started = ensure_ray(cfg.address, num_cpus=max(os.cpu_count() or 1, cfg.num_workers + 2))
     from ..train.prepared_setup import prepared_config
     cfg = prepared_config(cfg, use_ray=True)   # raw data: prepared once (Ray Data); workers map it
-    if cfg.method is None:        # the frozen default depends on the task, known from here
-        from ..config import default_method
-        from ..data.prepared import Prepared
-        cfg = dataclasses.replace(cfg, method=default_method(cfg.freeze_encoder,
-                                                             Prepared(cfg.data).task))
     name = cfg.run_name or time.strftime("hamr-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
     storage = _storage_path(cfg)
     new_run = _check_run_meta(storage, name, cfg)
