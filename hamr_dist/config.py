@@ -20,15 +20,6 @@ def opt(default, help: str, choices=None):
     return field(default=default, metadata={"help": help, "choices": choices})
 
 
-def default_method(freeze_encoder: bool, task: str | None) -> str:
-    """The default ``--method``: the dev winner of each regime and task (README, Results).
-    With a frozen encoder it depends on the task, so it stays open (None) until the data is
-    read, when hamr-cb stands for both."""
-    if not freeze_encoder:
-        return "hamr-icf"
-    return "hamr-la" if task == "cls" else "hamr-cb"
-
-
 @dataclass
 class TrainConfig:
     # data and model
@@ -38,12 +29,11 @@ class TrainConfig:
     model: str | None = opt(None, "HF encoder path or name; default: bundled all-MiniLM-L6-v2")
     embedder: str | None = opt(None, "sentence embedder for kNN neighbourhoods; default: bundled all-MiniLM-L6-v2")
     output_dir: str = opt("outputs/run", "where the model, metrics.json and logs are written")
-    method: str | None = opt(None, "training method; default (chosen on dev per regime and task, "
-                             "README Results): hamr-icf (HAMR on a class-weighted loss) when the "
-                             "encoder trains; with --freeze-encoder hamr-la (HAMR on the "
-                             "logit-adjusted loss) for classification, hamr-cb (HAMR with a class "
-                             "prior in the draw) for NER; hamr is the paper's method; also its "
-                             "ablations and the baselines", list(METHODS))
+    method: str | None = opt(None, "training method; default (chosen on dev per regime, README "
+                             "Results): hamr-icf (HAMR on a class-weighted loss) when the encoder "
+                             "trains, hamr-la (HAMR on the logit-adjusted loss, part of its class "
+                             "prior in the draw) with --freeze-encoder; hamr is the paper's "
+                             "method; also its ablations and the baselines", list(METHODS))
     freeze_encoder: bool = opt(False, "cache encoder features once and train only the head (fast CPU regime)")
     save_encoder: bool = opt(False, "with --freeze-encoder: copy the unchanged encoder into output_dir "
                              "(a self-contained model); default: keep its path and fingerprint")
@@ -107,10 +97,11 @@ class TrainConfig:
     logit_adjust_tau: float = opt(1.0, "la, hamr-la: scale tau of the training logits' shift "
                                   "-tau log w_c (w_c the class weights of "
                                   "--class-prior-power; Menon et al. 2021 use tau 1)")
-    class_prior_draw: float = opt(0.0, "hamr-la: the share a of its class prior (on the log "
-                                  "scale) that the draw carries, as hamr-cb's prior to the power "
-                                  "a, the rest staying in the logit shift -(1 - a) tau log w_c; "
-                                  "0: all in the logits (docs/hardness.md)")
+    class_prior_draw: float | None = opt(None, "hamr-la: the share a of its class prior (on the "
+                                         "log scale) that the draw carries, as hamr-cb's prior "
+                                         "to the power a, the rest staying in the logit shift "
+                                         "-(1 - a) tau log w_c; 0: all in the logits; default "
+                                         "0.5 (docs/hardness.md)")
     class_prior_beta: float | None = opt(None, "hamr-cb: count each class by its effective "
                                          "number (1 - beta^n) / (1 - beta) (Cui et al. 2019) "
                                          "instead of n, e.g. 0.999; default: plain counts")
@@ -201,25 +192,20 @@ class TrainConfig:
     mlflow_parent_run_id: str | None = opt(None, "nest the MLflow run under this run id (set by hamr tune)")
 
     def __post_init__(self):
-        if self.method is None and (self.task or not self.freeze_encoder):
-            self.method = default_method(self.freeze_encoder, self.task)
-
-    @property
-    def planned_method(self):
-        """The method's switches before the task is known (the default methods of the two
-        tasks share the meta weights, the sampler and the neighbours)."""
-        return get_method(self.method or default_method(self.freeze_encoder, self.task))
+        if self.method is None:     # the dev winner of each regime (README, Results)
+            self.method = "hamr-la" if self.freeze_encoder else "hamr-icf"
 
     def resolved(self, task: str) -> "TrainConfig":
         """Fill task-dependent defaults and validate; returns a new config."""
         c = dataclasses.replace(self, task=task)
-        if c.method is None:
-            c.method = default_method(c.freeze_encoder, task)
         m = get_method(c.method)
         if c.method == "lnr" and task != "cls":
             raise ConfigError("method lnr re-balances sequence labels and supports classification "
                               "only (use --method hamr-cb or icf for NER)")
-        if c.class_prior_draw > 0 and not (m.logit_adjust and m.resample):
+        split = m.logit_adjust and m.resample
+        if c.class_prior_draw is None:    # chosen on dev: docs/hardness.md
+            c.class_prior_draw = 0.5 if split else 0.0
+        if c.class_prior_draw > 0 and not split:
             raise ConfigError(f"--class-prior-draw splits hamr-la's class prior between the draw "
                               f"and the logits; method {c.method} has no such split (use "
                               f"--method hamr-la, or hamr-cb for a prior in the draw only)")
@@ -262,7 +248,7 @@ class TrainConfig:
         return c
 
     def validate(self) -> None:
-        self.planned_method
+        get_method(self.method)
         parse_scope(self.meta_scope)
         for f in dataclasses.fields(self):     # YAML, Tune and code bypass argparse's choices
             allowed, value = f.metadata.get("choices"), getattr(self, f.name)
@@ -282,7 +268,8 @@ class TrainConfig:
             ("tau", self.tau > 0, "must be > 0"),
             ("gamma", 0 <= self.gamma < 1, "must be in [0, 1)"),
             ("hardness_epoch_gamma", 0 <= self.hardness_epoch_gamma < 1, "must be in [0, 1)"),
-            ("class_prior_draw", 0 <= self.class_prior_draw <= 1, "must be in [0, 1]"),
+            ("class_prior_draw", self.class_prior_draw is None or 0 <= self.class_prior_draw <= 1,
+             "must be in [0, 1]"),
             ("class_prior_power", self.class_prior_power is None or self.class_prior_power >= 0,
              "must be >= 0"),
             ("class_prior_beta", self.class_prior_beta is None or 0 < self.class_prior_beta < 1,

@@ -263,7 +263,7 @@ def test_neighbour_actor_boost_matches_in_process(ray_local, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # whole runs
 # ---------------------------------------------------------------------------------------------
-# hamr-icf: the fine-tuning default; None: the frozen-encoder default (hamr-la on classification)
+# hamr-icf: the fine-tuning default; None: the frozen-encoder default (hamr-la)
 @pytest.mark.parametrize("method", ["hamr", "hamr-icf", None])
 def test_one_ray_worker_matches_in_process(ray_local, tmp_path, method):
     from hamr_dist.distributed.trainer import train_distributed

@@ -286,17 +286,10 @@ def test_hamr_icf_is_hamr_with_icf_weights_in_the_loss():
     assert TrainConfig(method="hamr").resolved("cls").hardness_rule == "ema"   # the paper's
 
 
-def test_default_method_follows_the_regime_and_task():
-    """hamr-icf when the encoder trains; with a frozen encoder hamr-la for classification and
-    hamr-cb for NER (each the dev winner of its tier, README Results), chosen once the task is
-    known; an explicit method always wins."""
+def test_default_method_follows_the_regime():
+    """hamr-icf when the encoder trains, hamr-la with a frozen encoder (each the dev winner of its
+    tier, README Results); an explicit method always wins."""
     assert TrainConfig().method == "hamr-icf"
-    assert TrainConfig().resolved("ner").method == "hamr-icf"
-    assert TrainConfig(freeze_encoder=True).method is None        # open until the data is read
-    assert TrainConfig(freeze_encoder=True).resolved("cls").method == "hamr-la"
-    assert TrainConfig(freeze_encoder=True).resolved("ner").method == "hamr-cb"
-    assert TrainConfig(freeze_encoder=True, task="cls").method == "hamr-la"
-    assert TrainConfig(freeze_encoder=True).planned_method.knn      # either default has neighbours
-    assert TrainConfig(method="hamr-cb", freeze_encoder=True).resolved("cls").method == "hamr-cb"
+    assert TrainConfig(freeze_encoder=True).method == "hamr-la"
     assert TrainConfig(method="hamr").method == "hamr"
     assert TrainConfig(**apply_preset({"preset": "paper"})).method == "hamr-icf"

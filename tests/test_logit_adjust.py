@@ -95,3 +95,10 @@ def test_split_is_refused_for_a_method_without_it():
         TrainConfig(method="hamr-cb", freeze_encoder=True, class_prior_draw=0.5).resolved("cls")
     with pytest.raises(ConfigError, match="must be in"):
         TrainConfig(method="hamr-la", class_prior_draw=1.5).resolved("cls")
+
+
+def test_split_default_is_half_for_hamr_la_and_none_elsewhere():
+    def draw(method):
+        return TrainConfig(method=method, freeze_encoder=True).resolved("cls").class_prior_draw
+    assert draw("hamr-la") == 0.5
+    assert draw("la") == draw("hamr-cb") == draw("hamr") == 0.0
