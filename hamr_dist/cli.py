@@ -238,7 +238,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"hamr {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="fine-tune an encoder with HAMR or a baseline",
-                       formatter_class=HelpFormatter, description="Train on a dataset folder, a HF dataset, or (no --data) the "
+                       formatter_class=HelpFormatter,
+                       description="Train on a dataset folder, a HF dataset, or (no --data) the "
                        "built-in synthetic corpus.")
     t.add_argument("--config", help="YAML file of options (names as the flags, - or _)")
     t.add_argument("--overwrite-output-dir", action="store_true",

@@ -14,7 +14,7 @@
 | hamr-cb           | CE    | -             | HAMR (z-score)   | class prior x hardness + kNN | w_post     |
 | hamr-icf          | CE    | ~r_c^.5 / n_c | HAMR (z-score)   | hardness + kNN boost | w_post             |
 | la                | LA-CE | -             | -                | uniform permutation  | -                  |
-| hamr-la           | LA-CE | -             | HAMR (z-score)   | hardness + kNN boost | w_post             |
+| hamr-la           | LA-CE | -             | HAMR (z-score)   | prior^a x hardness + kNN | w_post         |
 | lnr               | CE    | -             | -                | uniform permutation  | -                  |
 
 hamr-cb is ours, not the paper's: the draw is p_i ~ r_c(i)^(1-power) / n_c(i) (h_i+eps)^tau
@@ -27,8 +27,9 @@ ICML 2025) trains CE on labels re-balanced once, after a CE warm-up, by flipping
 samples that the model finds close to a rarer class (classification only). la is the
 logit-adjusted loss of Menon et al. (ICLR 2021): during training every logit is shifted by
 -tau log w_c, w_c the class's ICF weight (log of its training share with power 1), so rare
-classes must win by a margin and the plain logits at inference are re-balanced; hamr-la (ours)
-trains HAMR on that loss, the class prior as margins instead of hamr-icf's loss weights.
+classes must win by a margin and the plain logits at inference are re-balanced. hamr-la (ours)
+splits the tempered dev prior of hamr-cb and hamr-icf between the draw (hamr-cb's prior to the
+power a, --class-prior-draw) and such a shift of the training logits, -(1 - a) tau log w_c.
 """
 from __future__ import annotations
 
