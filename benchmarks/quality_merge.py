@@ -31,6 +31,17 @@ def rename(doc: dict, names: dict) -> dict:
     return doc
 
 
+def keep(doc: dict, methods=None, datasets=None) -> dict:
+    """Only the rows of ``methods`` on ``datasets`` (None: all)."""
+    if methods:
+        doc["runs"] = [r for r in doc["runs"] if r["method"] in methods]
+        doc["methods"] = [m for m in doc["methods"] if m in methods]
+    if datasets:
+        doc["runs"] = [r for r in doc["runs"] if r["dataset"] in datasets]
+        doc["datasets"] = {k: v for k, v in doc["datasets"].items() if k in datasets}
+    return doc
+
+
 def merge(docs: list[dict], name: str) -> dict:
     first = docs[0]
     for d in docs[1:]:
@@ -68,9 +79,13 @@ def main(argv=None):
     p.add_argument("--out-dir", type=Path, default=RESULTS)
     p.add_argument("--rename", nargs="*", default=[], metavar="OLD=NEW",
                    help="rename rows in every file before merging (applied at once, not chained)")
+    p.add_argument("--methods", nargs="*", help="keep only these rows (after renaming), e.g. the "
+                   "baselines of a file whose other rows are stale")
+    p.add_argument("--datasets", nargs="*", help="keep only these datasets")
     a = p.parse_args(argv)
     names = dict(x.split("=", 1) for x in a.rename)
-    doc = merge([rename(read_json(f), names) for f in a.files], a.name)
+    docs = [keep(rename(read_json(f), names), a.methods, a.datasets) for f in a.files]
+    doc = merge(docs, a.name)
     session = {"elapsed_s": 0.0}
     write_all(doc, a.out_dir, session, Stopwatch(), indent=None)   # compact: tables grow large
     print(f"{len(doc['runs'])} runs -> {a.out_dir / (a.name + '.json')}")

@@ -84,3 +84,13 @@ def test_results_name_no_machine_folders():
                        "c": f"{tempfile.gettempdir()}/run", "d": str(REPO) + "-other"})
     assert json.loads(portable(text)) == {"a": "./x.py", "b": "../shared/d", "c": "$TMPDIR/run",
                                           "d": f"../{REPO.name}-other"}
+
+
+def test_merge_keeps_only_the_rows_asked_for():
+    from benchmarks.quality_merge import keep
+    runs = [{"dataset": d, "method": m, "seed": 1} for d in ("a", "b") for m in ("ce", "hamr")]
+    doc = {"runs": runs, "methods": ["ce", "hamr"], "datasets": {"a": "pa", "b": "pb"}}
+    out = keep(doc, methods=["ce"], datasets=["b"])
+    assert out["runs"] == [{"dataset": "b", "method": "ce", "seed": 1}]
+    assert out["methods"] == ["ce"] and out["datasets"] == {"b": "pb"}
+    assert keep({**doc, "runs": list(runs)})["runs"] == runs          # no filter: every row
