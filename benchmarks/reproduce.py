@@ -20,6 +20,7 @@ from pathlib import Path
 
 from benchmarks.common import Stopwatch, environment, environment_md, now_iso, read_json, write_text
 from benchmarks.quality import comparable, make_config, quiet_console, resolve_dataset
+from hamr_dist.methods import METHODS
 
 log = logging.getLogger("benchmarks.reproduce")
 
@@ -46,7 +47,6 @@ def config_of(doc: dict, rec: dict, output_dir: str):
         max_seq_length=b.get("max_seq_length", 128), patience=b.get("early_stopping_patience"),
         meta_scope=None if b.get("meta_scope") in (None, "package default") else b["meta_scope"],
         variants={k: tuple(v) for k, v in (b.get("variants") or {}).items()}, cache_dir=None)
-    from hamr_dist.methods import METHODS
     path = resolve_dataset(rec["dataset"])[1]      # recorded paths are portable, not absolute
     label = rec["method"]
     if label not in args.variants and label not in METHODS:

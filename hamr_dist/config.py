@@ -224,7 +224,7 @@ class TrainConfig:
             c.lam = 0.1 if task == "ner" else 0.7
         if c.hardness_rule is None:    # chosen on dev: docs/hardness.md
             # ours (a class prior in the draw or the loss): debiased
-            ours = m.class_prior or ((m.class_weights or m.logit_adjust) and m.resample)
+            ours = m.has_class_prior and m.resample
             c.hardness_rule = "debiased-ema" if ours else "ema"
         if c.ner_sample_loss is None:  # chosen on dev per regime: docs/hardness.md
             # the max pushes rare entity tokens; ICF's token weights already do, and a converged
@@ -234,7 +234,7 @@ class TrainConfig:
         if c.class_prior_power is None:   # chosen on dev in both regimes: docs/hardness.md
             # hamr-icf's weights and hamr-cb's draw keep half of dev's imbalance; the icf
             # baseline is ICF (power 1)
-            ours = m.meta is not None and (m.class_weights or m.class_prior or m.logit_adjust)
+            ours = m.meta is not None and m.has_class_prior
             c.class_prior_power = 0.5 if ours else 1.0
         if c.class_weight_feedback is None:   # chosen on dev per regime: docs/hardness.md
             # hamr-icf when the encoder trains; the icf baseline stays as its authors define it

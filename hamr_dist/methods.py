@@ -54,6 +54,12 @@ class Method:
     def tracks_hardness(self) -> bool:
         return self.resample
 
+    @property
+    def has_class_prior(self) -> bool:
+        """A class prior in the loss weights, the draw or the logits (icf, hamr-cb, hamr-icf,
+        la, hamr-la)."""
+        return self.class_weights or self.class_prior or self.logit_adjust
+
 
 METHODS = {m.name: m for m in [
     Method("ce"),

@@ -36,8 +36,8 @@ def hardness_options(s) -> dict:
 def draws_with_prior(s) -> bool:
     """Whether the run's draw carries a class prior: hamr-cb's, or the share of hamr-la's that
     ``--class-prior-draw`` gives the draw."""
-    m = s.method
-    return m.class_prior or (m.logit_adjust and m.resample and s.cfg.class_prior_draw > 0)
+    # the resolved config allows --class-prior-draw > 0 only where the split exists
+    return s.method.class_prior or s.cfg.class_prior_draw > 0
 
 
 def prior_summary(s, prior: np.ndarray) -> str:
