@@ -140,6 +140,12 @@ class TrainConfig:
                              "ratio 0.1, the last epoch's model, bf16 on a GPU); see docs/hardness.md",
                              ["paper"])
     tau: float = opt(0.7, "sampling temperature: p ~ (h + eps)^tau (1 + lambda b)")
+    draw_correction: float = opt(0.0, "resampling methods: multiply each drawn sample's loss by "
+                                 "(s_i / mean s)^-beta, s_i = (h_i + eps)^tau (1 + lambda b_i), "
+                                 "normalised to mean 1 per batch: 1 keeps the hardness draw from "
+                                 "shifting the objective (hard samples visited more often, each "
+                                 "visit counting less), 0 lets it shift fully (the paper); the "
+                                 "class prior is not corrected (docs/hardness.md)")
     lam: float = opt(None, "neighbour boost lambda (default 0.7 CLS, 0.1 NER)")
     k: int = opt(10, "neighbours per hard sample")
     hard_ratio: float = opt(0.2, "share rho of hardest samples whose neighbours are boosted")
@@ -266,6 +272,7 @@ class TrainConfig:
             ("per_device_train_batch_size", self.per_device_train_batch_size >= 1, "must be >= 1"),
             ("max_seq_length", self.max_seq_length >= 8, "must be >= 8"),
             ("tau", self.tau > 0, "must be > 0"),
+            ("draw_correction", 0 <= self.draw_correction <= 1, "must be in [0, 1]"),
             ("gamma", 0 <= self.gamma < 1, "must be in [0, 1)"),
             ("hardness_epoch_gamma", 0 <= self.hardness_epoch_gamma < 1, "must be in [0, 1)"),
             ("class_prior_draw", self.class_prior_draw is None or 0 <= self.class_prior_draw <= 1,

@@ -29,6 +29,7 @@ from ..meta.schedule import MetaSchedule
 from ..meta.step import current_weights, loss_ratio_weights, meta_step
 from ..meta.weight_net import WeightNet, weight_curve
 from ..sampling.hardness import InMemoryHardness, sampling_entropy, shard_for_rank
+from ..sampling.importance import importance_weights
 from .diagnose import EpochDiagnostics, draws_with_prior, hardness_options, prior_summary
 from .class_feedback import feedback_weights
 from .evaluate import eval_logits, evaluate
@@ -256,6 +257,11 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
             draw = store.draw(epoch, c.seed, ratio, c.tau, c.lam if m.knn else 0.0,
                               uniform=not m.resample, prior=share)
             mine = shard_for_rank(draw, rt.rank, rt.world_size, c.per_device_train_batch_size)
+            iw = None           # --draw-correction: this rank's importance weights
+            if m.resample and c.draw_correction > 0:
+                iw = shard_for_rank(importance_weights(
+                    store.hardness(), store.boost(), draw, c.tau, c.lam if m.knn else 0.0,
+                    c.draw_correction), rt.rank, rt.world_size, c.per_device_train_batch_size)
             bar = _progress(rt, min(steps_per_epoch, total - step), epoch, num_epochs)
             losses_seen, weights_seen, bad = [], [], 0
             for start in range(0, len(mine), c.per_device_train_batch_size):
@@ -267,7 +273,9 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
                 out = train_step(s, model, opt, wnet, wnet_opt, idx, meta_batches, rt,
                                  amp=amp, plan=plan, step=step - 1, relabel=relabel,
                                  meta_loss_fn=meta_loss_fn,
-                                 class_weights=class_weights_at(class_weights, ramp))
+                                 class_weights=class_weights_at(class_weights, ramp),
+                                 sample_weight=None if iw is None else
+                                 iw[start:start + c.per_device_train_batch_size])
                 if out is None:                       # non-finite: skipped
                     bad += 1; bad_total += 1
                     if bad >= c.max_bad_steps:
@@ -352,7 +360,8 @@ def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runt
                amp: Precision | None = None, plan: MetaSchedule | None = None,
                step: int | None = None, relabel: np.ndarray | None = None,
                meta_loss_fn: Callable | None = None,
-               class_weights: torch.Tensor | None = None):
+               class_weights: torch.Tensor | None = None,
+               sample_weight: np.ndarray | None = None):
     """One step; returns (loss, hardness signal or None, post-meta weights or None), or None when
     skipped as non-finite.
     ``amp``: mixed precision (default fp32); ``plan``: the meta schedule (``--meta-every``,
@@ -360,7 +369,8 @@ def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runt
     step); ``step``: the run's 0-based step, the phase of ``--meta-every``; ``meta_loss_fn``:
     the meta objective (default: ``meta_objective(s)``, built per call); ``class_weights``:
     ICF's weights as they stand this step (``--class-weight-feedback``,
-    ``--class-prior-warmup-ratio``; default: ``s.class_weights``)."""
+    ``--class-prior-warmup-ratio``; default: ``s.class_weights``); ``sample_weight``: the
+    batch's importance weights of ``--draw-correction`` (rescaled here to mean 1)."""
     c, m = s.cfg, s.method
     amp = amp or Precision()
     device = next(model.parameters()).device
@@ -402,11 +412,15 @@ def train_step(s: Setup, model, opt, wnet, wnet_opt, idx, meta_batches, rt: Runt
     elif m.meta:                      # --meta-every k: the current f_theta, no meta update
         r = current_weights(wnet, train_l, kind=m.meta, w_min=c.w_min, w_max=c.w_max,
                             signal=hard if ner else None)
+    real_l = train_l
+    if sample_weight is not None:     # the real update only: the meta step sees the batch as drawn
+        u = torch.as_tensor(sample_weight, dtype=train_l.dtype, device=train_l.device)
+        real_l = train_l * (u / u.mean())
     if m.meta:
         w_post = r.w_post
-        loss = (w_post * train_l).mean()
+        loss = (w_post * real_l).mean()
     else:
-        loss = train_l.mean()
+        loss = real_l.mean()
     if m.meta or m.resample:
         signal = hardness_signal(c, w_post, hard)
     opt.zero_grad(set_to_none=True)
