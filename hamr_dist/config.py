@@ -140,12 +140,14 @@ class TrainConfig:
                              "ratio 0.1, the last epoch's model, bf16 on a GPU); see docs/hardness.md",
                              ["paper"])
     tau: float = opt(0.7, "sampling temperature: p ~ (h + eps)^tau (1 + lambda b)")
-    draw_correction: float = opt(0.0, "resampling methods: multiply each drawn sample's loss by "
-                                 "(s_i / mean s)^-beta, s_i = (h_i + eps)^tau (1 + lambda b_i), "
-                                 "normalised to mean 1 per batch: 1 keeps the hardness draw from "
-                                 "shifting the objective (hard samples visited more often, each "
-                                 "visit counting less), 0 lets it shift fully (the paper); the "
-                                 "class prior is not corrected (docs/hardness.md)")
+    draw_correction: float | None = opt(None, "resampling methods: multiply each drawn sample's "
+                                        "loss by (s_i / mean s)^-beta, s_i = (h_i + eps)^tau "
+                                        "(1 + lambda b_i), normalised to mean 1 per batch: 1 "
+                                        "keeps the hardness draw from shifting the objective "
+                                        "(hard samples visited more often, each visit counting "
+                                        "less), 0 lets it shift fully (the paper); the class "
+                                        "prior is not corrected; default 1 for hamr-la, else 0 "
+                                        "(docs/hardness.md)")
     lam: float = opt(None, "neighbour boost lambda (default 0.7 CLS, 0.1 NER)")
     k: int = opt(10, "neighbours per hard sample")
     hard_ratio: float = opt(0.2, "share rho of hardest samples whose neighbours are boosted")
@@ -164,9 +166,11 @@ class TrainConfig:
                           "by the exact embeddings (0: off); see benchmarks/results/neighbours_ivfpq.md")
     oversample_ratio: float = opt(1.2, "resampling methods draw ceil(r N) samples per epoch")
     meta_set: str = opt("copy", "balanced meta set: copy drawn train samples or move them out", ["copy", "move"])
-    hardness_signal: str = opt("weight", "what the hardness of a meta method follows: weight = the "
-                               "post-meta weight w (the paper), loss = the loss relative to the batch "
-                               "mean, clipped like w (docs/hardness.md)", ["weight", "loss"])
+    hardness_signal: str | None = opt(None, "what the hardness of a meta method follows: weight = "
+                                      "the post-meta weight w (the paper), loss = the loss "
+                                      "relative to the batch mean, clipped like w; default loss "
+                                      "for hamr-la (with --draw-correction 1), else weight "
+                                      "(docs/hardness.md)", ["weight", "loss"])
     ner_sample_loss: str | None = opt(None, "NER per-sentence training loss that the meta weights "
                                       "multiply (the weight network's input and the hardness always "
                                       "use max); default: mean for hamr-icf and for hamr-cb with "
@@ -215,6 +219,12 @@ class TrainConfig:
             raise ConfigError(f"--class-prior-draw splits hamr-la's class prior between the draw "
                               f"and the logits; method {c.method} has no such split (use "
                               f"--method hamr-la, or hamr-cb for a prior in the draw only)")
+        if c.hardness_signal is None:    # chosen on dev: docs/hardness.md
+            # hamr-la's draw follows the loss, and the correction keeps that draw from
+            # shifting the objective (uncorrected it cost dev)
+            c.hardness_signal = "loss" if split else "weight"
+        if c.draw_correction is None:
+            c.draw_correction = 1.0 if split else 0.0
         if c.preset == "paper":
             if c.learning_rate is None:
                 c.learning_rate = 2e-5 if task == "ner" else 4e-5
@@ -272,7 +282,8 @@ class TrainConfig:
             ("per_device_train_batch_size", self.per_device_train_batch_size >= 1, "must be >= 1"),
             ("max_seq_length", self.max_seq_length >= 8, "must be >= 8"),
             ("tau", self.tau > 0, "must be > 0"),
-            ("draw_correction", 0 <= self.draw_correction <= 1, "must be in [0, 1]"),
+            ("draw_correction", self.draw_correction is None or 0 <= self.draw_correction <= 1,
+             "must be in [0, 1]"),
             ("gamma", 0 <= self.gamma < 1, "must be in [0, 1)"),
             ("hardness_epoch_gamma", 0 <= self.hardness_epoch_gamma < 1, "must be in [0, 1)"),
             ("class_prior_draw", self.class_prior_draw is None or 0 <= self.class_prior_draw <= 1,

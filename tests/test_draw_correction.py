@@ -67,3 +67,13 @@ def test_corrected_run_trains_and_records_the_option(tmp_path):
 def test_correction_must_be_in_unit_interval():
     with pytest.raises(ConfigError, match="draw-correction"):
         TrainConfig(method="hamr-la", draw_correction=1.5).resolved("cls")
+
+
+def test_defaults_loss_hardness_and_full_correction_for_hamr_la_only():
+    def resolved(method, **kw):
+        c = TrainConfig(method=method, freeze_encoder=True, **kw).resolved("cls")
+        return c.hardness_signal, c.draw_correction
+    assert resolved("hamr-la") == ("loss", 1.0)
+    for m in ("hamr", "hamr-cb", "hamr-icf"):
+        assert resolved(m) == ("weight", 0.0), m
+    assert resolved("hamr-la", hardness_signal="weight", draw_correction=0.5) == ("weight", 0.5)

@@ -229,7 +229,7 @@ def test_hardness_signal_weight_or_relative_loss():
     hard = torch.tensor([1.0, 2.0, 3.0, 0.0])             # mean 1.5
     w = torch.tensor([0.9, 1.1, 1.0, 1.0])
     rel = torch.tensor([1 / 1.5, 2 / 1.5, 2.0, 0.1])      # 0 clipped up to w_min 0.1
-    torch.testing.assert_close(hardness_signal(TrainConfig(), w, hard), w)
+    torch.testing.assert_close(hardness_signal(TrainConfig(hardness_signal="weight"), w, hard), w)
     c = TrainConfig(hardness_signal="loss", w_min=0.1, w_max=8.0)
     torch.testing.assert_close(hardness_signal(c, w, hard), rel)
     torch.testing.assert_close(hardness_signal(TrainConfig(w_min=0.1, w_max=8.0), None, hard), rel)
