@@ -61,7 +61,18 @@ def test_corrected_run_trains_and_records_the_option(tmp_path):
                       progress=False, output_dir=str(tmp_path))
     m = train(cfg).metrics
     assert 0.0 <= m["test"]["macro_f1"] <= 1.0
-    assert m["history"][-1]["ess_frac"] < 1.0
+    last = m["history"][-1]
+    assert last["ess_frac"] < 1.0
+    assert last["importance_p1"] < last["importance_p50"] < last["importance_p99"]
+
+
+def test_importance_stats_are_quantiles_relative_to_the_mean():
+    from hamr_dist.sampling.importance import importance_stats
+    u = np.arange(1, 102, dtype=np.float32)             # mean 51
+    st = importance_stats(u)
+    assert st["importance_p50"] == pytest.approx(1.0)
+    assert st["importance_p1"] == pytest.approx(2 / 51)
+    assert st["importance_p99"] == pytest.approx(100 / 51)
 
 
 def test_correction_must_be_in_unit_interval():

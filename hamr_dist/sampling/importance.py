@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["importance_weights"]
+__all__ = ["importance_weights", "importance_stats"]
 
 
 def importance_weights(h: np.ndarray, b: np.ndarray, drawn: np.ndarray, tau: float, lam: float,
@@ -23,3 +23,11 @@ def importance_weights(h: np.ndarray, b: np.ndarray, drawn: np.ndarray, tau: flo
     score *= 1.0 + lam * np.asarray(b, dtype=np.float64)
     rel = score[np.asarray(drawn, dtype=np.int64)] / score.mean()
     return (rel ** -beta).astype(np.float32)
+
+
+def importance_stats(u: np.ndarray) -> dict:
+    """Quantiles of an epoch's importance weights relative to their mean: how much less a
+    visit of a hard sample counts than one of an easy sample (the epoch's diagnostics)."""
+    q = np.quantile(np.asarray(u, dtype=np.float64) / float(np.mean(u)), [0.01, 0.5, 0.99])
+    return {"importance_p1": float(q[0]), "importance_p50": float(q[1]),
+            "importance_p99": float(q[2])}

@@ -29,7 +29,7 @@ from ..meta.schedule import MetaSchedule
 from ..meta.step import current_weights, loss_ratio_weights, meta_step
 from ..meta.weight_net import WeightNet, weight_curve
 from ..sampling.hardness import InMemoryHardness, sampling_entropy, shard_for_rank
-from ..sampling.importance import importance_weights
+from ..sampling.importance import importance_stats, importance_weights
 from .diagnose import EpochDiagnostics, draws_with_prior, hardness_options, prior_summary
 from .class_feedback import feedback_weights
 from .evaluate import eval_logits, evaluate
@@ -312,6 +312,8 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
             if m.relabel == "lnr" and relabel is None and epoch + 1 >= c.lnr_warmup_epochs:
                 relabel = lnr_labels(s, model, c)
                 rec["relabelled_share"] = float(np.mean(relabel != train_labels(s)))
+            if iw is not None and iw.size:
+                rec.update(importance_stats(iw))
             if feedback is not None:
                 rec["class_weight"] = feedback
             rec["global_step"] = step
@@ -460,6 +462,9 @@ def acting_summary(rec: dict) -> str:
     if "weight_p1" in rec:
         parts.append(f"w p1/p50/p99 {rec['weight_p1']:.2f}/{rec['weight_p50']:.2f}/"
                      f"{rec['weight_p99']:.2f}")
+    if "importance_p1" in rec:                   # --draw-correction
+        parts.append(f"importance w p1/p50/p99 {rec['importance_p1']:.2f}/"
+                     f"{rec['importance_p50']:.2f}/{rec['importance_p99']:.2f}")
     if rec.get("class_weight"):                  # --class-weight-feedback
         cw = rec["class_weight"]
         lo, hi = min(cw, key=cw.get), max(cw, key=cw.get)
