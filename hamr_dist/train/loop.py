@@ -259,9 +259,8 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
             mine = shard_for_rank(draw, rt.rank, rt.world_size, c.per_device_train_batch_size)
             iw = None           # --draw-correction: this rank's importance weights
             if m.resample and c.draw_correction > 0:
-                iw = shard_for_rank(importance_weights(
-                    store.hardness(), store.boost(), draw, c.tau, c.lam if m.knn else 0.0,
-                    c.draw_correction), rt.rank, rt.world_size, c.per_device_train_batch_size)
+                iw = importance_weights(store.hardness(), store.boost(), mine, c.tau,
+                                        c.lam if m.knn else 0.0, c.draw_correction)
             bar = _progress(rt, min(steps_per_epoch, total - step), epoch, num_epochs)
             losses_seen, weights_seen, bad = [], [], 0
             for start in range(0, len(mine), c.per_device_train_batch_size):
