@@ -321,13 +321,15 @@ def render_md(doc: dict) -> str:
          f"Macro-F1 in points (x100), mean ± sample std over seeds {doc['seeds']}. Classification: "
          "sklearn macro-F1; NER: entity-level macro-F1 (mean of per-type seqeval F1). Each run keeps "
          "the epoch with the best dev macro-F1; test is evaluated once per run. Same budget for every "
-         "method; nothing tuned on test.", "",
-         f"Generated {doc.get('updated')}. Runs ok: {t['runs_ok']} / failed: {t['runs_failed']} / "
-         f"planned: {t['runs_planned']}.", "",
-         "## Provenance", "", environment_md(doc["environment"]),
-         f"- budget: {', '.join(f'{k}={v}' for k, v in doc['budget'].items())}",
-         f"- seeds: {doc['seeds']}; methods: {', '.join(methods)}",
-         wall_line(doc), code_line(doc), ""]
+         "method; nothing tuned on test.", ""]
+    if doc.get("about"):    # a merge recipe's account of its rows (benchmarks/merges.toml)
+        L += [f"What this file is: {doc['about']}", ""]
+    L += [f"Generated {doc.get('updated')}. Runs ok: {t['runs_ok']} / failed: {t['runs_failed']} / "
+          f"planned: {t['runs_planned']}.", "",
+          "## Provenance", "", environment_md(doc["environment"]),
+          f"- budget: {', '.join(f'{k}={v}' for k, v in doc['budget'].items())}",
+          f"- seeds: {doc['seeds']}; methods: {', '.join(methods)}",
+          wall_line(doc), code_line(doc), ""]
 
     L += ["## Test macro-F1", ""]
     L.append(md_table(["method"] + names, [[m] + [fmt_ms(

@@ -2,19 +2,27 @@
 into one table:
 
     python -m benchmarks.quality_merge A.json B.json ... --name quality_probe
+    python -m benchmarks.quality_merge --recipe quality_probe_dc    # a table of merges.toml
 
 Runs are keyed by (dataset, method, seed); a key in a later file replaces the earlier one. The
 budgets must agree except for the variants each file defines (their union is kept); every
 session of every file is kept, so the wall time stays honest.
+
+Tables whose merge would exceed what a result file may hold (1 MiB) are committed as md and png
+only; ``benchmarks/merges.toml`` holds how each is made (its files, renames and row filters, and
+the account of its rows that its md shows), so that one command rebuilds it.
 """
 from __future__ import annotations
 
 import argparse
+import tempfile
+import tomllib
 from pathlib import Path
 
 from benchmarks.common import RESULTS, Stopwatch, read_json
 from benchmarks.quality import slim_history, write_all
 
+RECIPES = Path(__file__).with_name("merges.toml")
 SAME = ("epochs", "batch_size", "learning_rate", "max_train_samples", "max_eval_samples",
         "max_seq_length", "early_stopping_patience", "freeze_encoder")
 
@@ -72,10 +80,54 @@ def merge(docs: list[dict], name: str) -> dict:
             "merged_from": [d["name"] for d in docs]}
 
 
+def load_recipes(path: Path = RECIPES) -> dict:
+    with open(path, "rb") as f:
+        recipes = tomllib.load(f)
+    clash = [n for n in recipes if (RESULTS / f"{n}.json").exists()]
+    if clash:
+        raise SystemExit(f"{path}: recipe(s) {clash} share a name with a result file; rename them")
+    for n, r in recipes.items():
+        odd = set(r) - {"files", "rename", "methods", "datasets", "about"}
+        if odd or not r.get("files"):
+            raise SystemExit(f"{path}: recipe {n!r} needs 'files' and knows only 'rename', "
+                             f"'methods', 'datasets', 'about' (found {sorted(odd)})")
+    return recipes
+
+
+def build(name: str, recipes: dict) -> dict:
+    """The merged document of recipe ``name``; a file that names another recipe is built first."""
+    r = recipes[name]
+    names = r.get("rename", {})
+    docs = [build(f, recipes) if f in recipes else read_json(RESULTS / f"{f}.json")
+            for f in r["files"]]
+    docs = [keep(rename(d, names), r.get("methods"), r.get("datasets")) for d in docs]
+    doc = merge(docs, name)
+    if r.get("about"):
+        doc["about"] = " ".join(r["about"].split())
+    return doc
+
+
+def write(doc: dict, out_dir: Path, with_json: bool = True) -> None:
+    session = {"elapsed_s": 0.0}
+    if with_json:
+        write_all(doc, out_dir, session, Stopwatch(), indent=None)   # compact: tables grow large
+        return
+    with tempfile.TemporaryDirectory() as tmp:     # md and png only: the JSON stays the files'
+        write_all(doc, Path(tmp), session, Stopwatch(), indent=None)
+        for ext in ("md", "png"):
+            src = Path(tmp) / f"{doc['name']}.{ext}"
+            if src.exists():
+                src.replace(out_dir / src.name)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("files", nargs="+", type=Path)
-    p.add_argument("--name", required=True)
+    p.add_argument("files", nargs="*", type=Path)
+    p.add_argument("--name")
+    p.add_argument("--recipe", help=f"rebuild a table of {RECIPES.name} (md and png; the JSON with "
+                   "--json); its files are read from benchmarks/results")
+    p.add_argument("--json", action="store_true", help="with --recipe: write the merged JSON too "
+                   "(do not commit one over 1 MiB)")
     p.add_argument("--out-dir", type=Path, default=RESULTS)
     p.add_argument("--rename", nargs="*", default=[], metavar="OLD=NEW",
                    help="rename rows in every file before merging (applied at once, not chained)")
@@ -83,12 +135,22 @@ def main(argv=None):
                    "baselines of a file whose other rows are stale")
     p.add_argument("--datasets", nargs="*", help="keep only these datasets")
     a = p.parse_args(argv)
-    names = dict(x.split("=", 1) for x in a.rename)
-    docs = [keep(rename(read_json(f), names), a.methods, a.datasets) for f in a.files]
-    doc = merge(docs, a.name)
-    session = {"elapsed_s": 0.0}
-    write_all(doc, a.out_dir, session, Stopwatch(), indent=None)   # compact: tables grow large
-    print(f"{len(doc['runs'])} runs -> {a.out_dir / (a.name + '.json')}")
+    if a.recipe:
+        if a.files or a.name or a.rename or a.methods or a.datasets:
+            p.error("--recipe takes its files, name, renames and filters from the recipe")
+        recipes = load_recipes()
+        if a.recipe not in recipes:
+            p.error(f"no recipe {a.recipe!r} in {RECIPES} (there: {', '.join(recipes)})")
+        doc = build(a.recipe, recipes)
+        write(doc, a.out_dir, with_json=a.json)
+    else:
+        if not a.files or not a.name:
+            p.error("give the result files and --name (or --recipe NAME)")
+        names = dict(x.split("=", 1) for x in a.rename)
+        docs = [keep(rename(read_json(f), names), a.methods, a.datasets) for f in a.files]
+        doc = merge(docs, a.name)
+        write(doc, a.out_dir)
+    print(f"{len(doc['runs'])} runs -> {a.out_dir / doc['name']}.md")
 
 
 if __name__ == "__main__":

@@ -94,3 +94,45 @@ def test_merge_keeps_only_the_rows_asked_for():
     assert out["runs"] == [{"dataset": "b", "method": "ce", "seed": 1}]
     assert out["methods"] == ["ce"] and out["datasets"] == {"b": "pb"}
     assert keep({**doc, "runs": list(runs)})["runs"] == runs          # no filter: every row
+
+
+def _doc(name, runs, variants=None):
+    """A result document with only what merging reads."""
+    return {"name": name, "tier": "probe", "budget": {"epochs": 8, "variants": variants or {}},
+            "runs": [{"dataset": d, "method": m, "seed": s, "key": f"{d}|{m}|{s}", "dev": v}
+                     for d, m, s, v in runs],
+            "datasets": {d: d for d, *_ in runs},
+            "methods": list(dict.fromkeys(m for _, m, *_ in runs)),
+            "seeds": sorted({s for *_, s, _ in runs}), "sessions": [{"elapsed_s": 1.0}]}
+
+
+def test_recipe_builds_nested_merges_with_renames_and_filters(tmp_path, monkeypatch):
+    from benchmarks import quality_merge as qm
+    monkeypatch.setattr(qm, "RESULTS", tmp_path)
+    (tmp_path / "base.json").write_text(json.dumps(_doc("base", [
+        ("a", "ce", 1, 0.1), ("a", "icf", 1, 0.2), ("b", "ce", 1, 0.3)])))
+    (tmp_path / "new.json").write_text(json.dumps(_doc("new", [
+        ("a", "hamr-b1", 1, 0.4), ("a", "hamr", 1, 0.5), ("a", "ce", 1, 0.6)],
+        {"hamr-b1": ["hamr", {"draw_correction": 1}]})))
+    recipes = {"baselines": {"files": ["base"], "methods": ["ce", "icf"], "datasets": ["a"]},
+               "table": {"files": ["baselines", "new"],
+                         "rename": {"hamr": "hamr-w", "hamr-b1": "hamr"},
+                         "about": "two files,\n  one   paragraph"}}
+    doc = qm.build("table", recipes)
+    rows = {(r["method"], r["dataset"]): r["dev"] for r in doc["runs"]}
+    # renamed at once (hamr -> hamr-w, hamr-b1 -> hamr, not chained), the later file's ce wins,
+    # dataset b was filtered out by the nested recipe
+    assert rows == {("ce", "a"): 0.6, ("icf", "a"): 0.2, ("hamr", "a"): 0.4, ("hamr-w", "a"): 0.5}
+    assert doc["budget"]["variants"] == {"hamr": ["hamr", {"draw_correction": 1}]}
+    assert doc["about"] == "two files, one paragraph"
+    assert doc["merged_from"] == ["baselines", "new"] and len(doc["sessions"]) == 2
+
+
+def test_committed_recipes_name_files_that_exist():
+    from benchmarks.quality_merge import RESULTS, load_recipes
+    recipes = load_recipes()
+    for name, r in recipes.items():
+        for f in r["files"]:
+            assert f in recipes or (RESULTS / f"{f}.json").exists(), (name, f)
+        if r.get("about"):          # a table's md is rebuilt from here, so it must say how
+            assert f"--recipe {name}" in r["about"], name
