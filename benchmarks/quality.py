@@ -91,8 +91,7 @@ def parse_variants(specs) -> dict:
 def make_config(args, data_path: str | None, method: str, seed: int, output_dir: str):
     from hamr_dist.config import TrainConfig
     kw = dict(TIERS[args.tier])
-    variants = getattr(args, "variants", None) or parse_variants(getattr(args, "variant", None))
-    method, extra = variants.get(method, (method, {}))
+    method, extra = args.variants.get(method, (method, {}))
     if getattr(args, "patience", None):
         kw["early_stopping_patience"] = args.patience
     kw.update(extra)
@@ -163,8 +162,7 @@ def prepare(args, path: str | None, methods: list[str], seeds: list[int]) -> dic
         for seed in seeds:
             s = build(make_config(args, path, methods[0], seed, "unused"))
     from hamr_dist.methods import get_method
-    variants = parse_variants(getattr(args, "variant", None))
-    if any(get_method(variants.get(m, (m, {}))[0]).knn for m in methods):
+    if any(get_method(args.variants.get(m, (m, {}))[0]).knn for m in methods):
         s = s or build(make_config(args, path, methods[0], seeds[0], "unused"))
         train_embeddings(s)      # computed once and cached (the prepared folder's texts)
     return {"status": "ok", "wall_s": sw(), "cpu_s": round(time.process_time() - cpu0, 1)}
@@ -542,7 +540,7 @@ def parse_args(argv=None):
     p.add_argument("--verbose", action="store_true", help="per-epoch logs of hamr_dist")
     a = p.parse_args(argv)
     from hamr_dist.methods import METHODS
-    variants = parse_variants(a.variant)
+    a.variants = variants = parse_variants(a.variant)     # what make_config reads
     bad = [m for m in a.methods if m not in METHODS and m not in variants]
     bad += [f"{k} (runs {m})" for k, (m, _) in variants.items() if m not in METHODS]
     if bad:
@@ -573,7 +571,7 @@ def main(argv=None) -> dict:
                                            else "3e-5 (default)"),
               "max_train_samples": args.max_train_samples, "max_eval_samples": args.max_eval_samples,
               "max_seq_length": args.max_seq_length, "early_stopping_patience": args.patience,
-              "variants": {k: [m, o] for k, (m, o) in parse_variants(args.variant).items()},
+              "variants": {k: [m, o] for k, (m, o) in args.variants.items()},
               **TIERS[args.tier]}
     if args.tier == "finetune":
         budget["meta_scope"] = args.meta_scope or "package default"

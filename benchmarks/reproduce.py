@@ -55,11 +55,14 @@ def config_of(doc: dict, rec: dict, output_dir: str):
 
 
 def changed_options(rec: dict, cfg) -> list[str]:
-    """Options the run resolves to differently today than when it was recorded."""
-    now = comparable(cfg.resolved(rec["task"]).to_dict()) if rec.get("task") else {}
-    then = comparable(rec["config"])
+    """Options the run resolves to differently today than when it was recorded, leaving out
+    those the run does not read (e.g. a class-prior power on ce, a Ray option in-process)."""
+    if not rec.get("task"):
+        return []
+    now_cfg = cfg.resolved(rec["task"])
+    now, then = comparable(now_cfg.to_dict()), comparable(rec["config"])
     return [f"{k} {then.get(k)!r}->{v!r}" for k, v in now.items()
-            if k != "data" and k in then and then[k] != v]
+            if k != "data" and k in then and then[k] != v and now_cfg.reads(k)]
 
 
 def repeat(doc: dict, rec: dict, tol: float) -> dict:

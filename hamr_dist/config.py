@@ -332,6 +332,18 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def reads(self, option: str) -> bool:
+        """Whether a run of this config reads ``option``: its method's (Method.reads), and the
+        Ray options only when it trains with Ray."""
+        if option in RAY_ONLY and not self.num_workers:
+            return False
+        return get_method(self.method).reads(option)
+
+
+# Options that only a run with Ray Train workers reads.
+RAY_ONLY = ("address", "run_name", "storage_path", "max_failures", "checkpoint_every",
+            "hardness_shards", "hardness_batch_steps")
+
 
 # The authors' recipe (scripts of their repository, per task): what --preset paper sets unless
 # the user gives the option; the task-dependent learning rate and GPU precision are filled in

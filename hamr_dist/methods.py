@@ -61,6 +61,41 @@ class Method:
         return self.class_weights or self.class_prior or self.logit_adjust
 
 
+    def reads(self, option: str) -> bool:
+        """Whether this method's training reads ``option`` (a TrainConfig field); an option not
+        listed in ``_READ_IF`` is read by every method. Lets a report leave out options that
+        differ between two runs but cannot change them."""
+        need = _READ_IF.get(option)
+        return need is None or need(self)
+
+
+def _meta(m: Method) -> bool:
+    return m.meta is not None
+
+
+# Options that only some methods read (conservative: an option read on any path of a method,
+# diagnostics included, counts as read).
+_READ_IF = {
+    **dict.fromkeys(("tau", "gamma", "hardness_rule", "hardness_epoch_gamma", "hardness_signal",
+                     "draw_correction", "oversample_ratio"), lambda m: m.resample),
+    **dict.fromkeys(("lam", "k", "hard_ratio", "knn_build_freq", "num_index_shards", "knn_index",
+                     "knn_nlist", "knn_nprobe", "knn_pq_m", "knn_rerank", "embedder"),
+                    lambda m: m.knn),
+    **dict.fromkeys(("wnet_lr", "wnet_hidden", "meta_update_lr", "meta_every", "meta_reuse",
+                     "meta_fuse", "meta_loss", "weight_norm"), _meta),
+    "class_prior_power": lambda m: m.has_class_prior,
+    "class_prior_reference": lambda m: m.has_class_prior,
+    "class_prior_beta": lambda m: m.resample and (m.class_prior or m.logit_adjust),   # the draw's
+    "class_prior_draw": lambda m: m.logit_adjust and m.resample,
+    "logit_adjust_tau": lambda m: m.logit_adjust,
+    "class_weight_feedback": lambda m: m.class_weights,
+    "dice_alpha": lambda m: m.loss == "dice",
+    "dice_smooth": lambda m: m.loss == "dice",
+    "lnr_threshold": lambda m: m.relabel == "lnr",
+    "lnr_warmup_epochs": lambda m: m.relabel == "lnr",
+}
+
+
 METHODS = {m.name: m for m in [
     Method("ce"),
     Method("icf", class_weights=True),

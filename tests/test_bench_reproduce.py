@@ -42,3 +42,25 @@ def test_reproduce_finds_records_that_the_code_no_longer_gives(tmp_path, monkeyp
     assert reproduce.main([str(tmp_path / "nope.json")]) == 2
     err = capsys.readouterr().err
     assert "no recorded run matches" in err and "nope.json not found" in err
+
+
+def test_changed_options_leave_out_what_the_run_does_not_read():
+    from hamr_dist.config import TrainConfig
+    then = {"tau": 2.0, "class_prior_power": 1.0, "dice_alpha": 0.5, "hardness_batch_steps": 1}
+    want = {"ce": [],
+            "hamr-cb": ["class_prior_power 1.0->0.5", "tau 2.0->0.7"],
+            "dice": ["dice_alpha 0.5->0.01"]}
+    for method, listed in want.items():
+        rec = {"task": "cls",
+               "config": {**TrainConfig(method=method).resolved("cls").to_dict(), **then}}
+        assert reproduce.changed_options(rec, TrainConfig(method=method)) == listed, method
+    # the Ray option counts once the run trains with Ray workers
+    rec = {"task": "cls", "config": {**TrainConfig(method="ce").resolved("cls").to_dict(), **then}}
+    assert reproduce.changed_options(rec, TrainConfig(method="ce", num_workers=2)) == [
+        "num_workers 0->2", "hardness_batch_steps 1->16"]
+
+
+def test_every_option_a_method_may_skip_is_an_option():
+    from hamr_dist.config import FIELDS, RAY_ONLY
+    from hamr_dist.methods import _READ_IF
+    assert set(_READ_IF) <= set(FIELDS) and set(RAY_ONLY) <= set(FIELDS)

@@ -64,12 +64,12 @@ def rescale(weights: torch.Tensor, groups: torch.Tensor, class_loss: np.ndarray,
     return (out * (c @ weights) / (c @ out)).float()
 
 
-def feedback_weights(model, s, base: torch.Tensor, power: float, batch_size: int,
-                     rank: int = 0, world_size: int = 1, all_reduce_mean=None):
-    """(class weights for the next epoch, {class: its weight}) from the current model; under
-    Ray the workers share the meta set's evaluation (:func:`meta_class_losses`)."""
+def feedback_weights(model, s, base: torch.Tensor, power: float, batch_size: int, rt):
+    """(class weights for the next epoch, {class: its weight}) from the current model; the
+    ranks of the Runtime ``rt`` share the meta set's evaluation (:func:`meta_class_losses`)."""
     groups, names = label_groups(s)
-    losses = meta_class_losses(model, s, batch_size, groups, rank, world_size, all_reduce_mean)
+    losses = meta_class_losses(model, s, batch_size, groups, rt.rank, rt.world_size,
+                               rt.all_reduce_mean)
     w = rescale(base, groups, losses, power, s.class_counts)
     # a class's weight: its labels share it (a tag absent from training has 0)
     per_class = torch.zeros(len(names)).scatter_reduce(0, groups, w, "amax")

@@ -251,7 +251,7 @@ def train(cfg, runtime: Runtime | None = None, setup: Setup | None = None) -> Re
                 # from the model as the last epoch left it (so a resumed run computes the same)
                 class_weights, feedback = feedback_weights(
                     model, s, s.class_weights, c.class_weight_feedback,
-                    c.per_device_eval_batch_size, rt.rank, rt.world_size, rt.all_reduce_mean)
+                    c.per_device_eval_batch_size, rt)
             # the sampling prior's share is set per draw: at the epoch's first step
             share = prior_strength(step, total, c.class_prior_warmup_ratio)
             draw = store.draw(epoch, c.seed, ratio, c.tau, c.lam if m.knn else 0.0,
