@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 
 from . import __version__
-from .config import FIELDS, TrainConfig, apply_preset, load_yaml
+from .config import FIELDS, RAY_ONLY, TrainConfig, apply_preset, load_yaml
 from .errors import ConfigError, HamrError
 
 log = logging.getLogger("hamr_dist")
@@ -49,6 +49,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values = load_yaml(args.config) if getattr(args, "config", None) else {}
     values.update({k: v for k, v in vars(args).items() if k in FIELDS})
+    given = set(values)
     values = apply_preset(values)
     if not values.get("data") and "freeze_encoder" not in values:
         # The built-in demo must finish in minutes on a laptop CPU: head-only on cached features.
@@ -64,6 +65,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                 raise ConfigError(f"option {name} must be a number, got {v!r}") from None
     cfg = TrainConfig(**values)
     cfg.validate()
+    # options given that this run will not read: a warning, not an error (a YAML file or a
+    # sweep may set them for every method)
+    idle = [k for k in FIELDS if k in given and not cfg.reads(k)]
+    for why, names in (("without Ray workers (--num-workers)", [k for k in idle if k in RAY_ONLY]),
+                       (f"with --method {cfg.method}", [k for k in idle if k not in RAY_ONLY])):
+        if names:
+            log.warning("%s: no effect %s; the run ignores %s",
+                        ", ".join(f"--{k.replace('_', '-')}" for k in names), why,
+                        "it" if len(names) == 1 else "them")
     return cfg
 
 

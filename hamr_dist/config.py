@@ -341,8 +341,8 @@ class TrainConfig:
 
 
 # Options that only a run with Ray Train workers reads.
-RAY_ONLY = ("address", "run_name", "storage_path", "max_failures", "checkpoint_every",
-            "hardness_shards", "hardness_batch_steps")
+RAY_ONLY = ("storage_path", "max_failures", "checkpoint_every", "hardness_shards",
+            "hardness_batch_steps")
 
 
 # The authors' recipe (scripts of their repository, per task): what --preset paper sets unless

@@ -146,3 +146,21 @@ def test_one_epoch_numbering_console_metrics_mlflow(tmp_path, capsys, monkeypatc
     c = MlflowClient(tracking_uri=info["tracking_uri"])
     assert c.get_run(info["run_id"]).data.metrics["best_epoch"] == best
     assert [x.step for x in c.get_metric_history(info["run_id"], "loss")] == [1, 2]
+
+
+def test_options_the_run_ignores_are_named_in_a_warning(caplog):
+    def warned(*argv):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="hamr_dist"):
+            config_from_args(parser().parse_args(["train", *argv]))
+        return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+    assert warned("--method", "ce", "--tau", "2", "--k", "5") == [
+        "--tau, --k: no effect with --method ce; the run ignores them"]
+    assert warned("--method", "focal", "--dice-alpha", "0.1", "--checkpoint-every", "2") == [
+        "--checkpoint-every: no effect without Ray workers (--num-workers); the run ignores it",
+        "--dice-alpha: no effect with --method focal; the run ignores it"]
+    # read by the method, by Ray with workers, or set by a preset rather than the user: quiet
+    assert warned("--method", "hamr-la", "--tau", "2", "--class-prior-draw", "0.3") == []
+    assert warned("--method", "ce", "--num-workers", "2", "--checkpoint-every", "2") == []
+    assert warned("--method", "ce", "--preset", "paper") == []
