@@ -146,7 +146,8 @@ class TrainConfig:
                                         "keeps the hardness draw from shifting the objective "
                                         "(hard samples visited more often, each visit counting "
                                         "less), 0 lets it shift fully (the paper); the class "
-                                        "prior is not corrected; default 1 for hamr-la, else 0 "
+                                        "prior is not corrected; default 1 for hamr-la, 0.5 "
+                                        "for hamr-icf when the encoder trains, else 0 "
                                         "(docs/hardness.md)")
     lam: float = opt(None, "neighbour boost lambda (default 0.7 CLS, 0.1 NER)")
     k: int = opt(10, "neighbours per hard sample")
@@ -169,8 +170,8 @@ class TrainConfig:
     hardness_signal: str | None = opt(None, "what the hardness of a meta method follows: weight = "
                                       "the post-meta weight w (the paper), loss = the loss "
                                       "relative to the batch mean, clipped like w; default loss "
-                                      "for hamr-la (with --draw-correction 1), else weight "
-                                      "(docs/hardness.md)", ["weight", "loss"])
+                                      "for hamr-la and for hamr-icf when the encoder trains, "
+                                      "else weight (docs/hardness.md)", ["weight", "loss"])
     ner_sample_loss: str | None = opt(None, "NER per-sentence training loss that the meta weights "
                                       "multiply (the weight network's input and the hardness always "
                                       "use max); default: mean for hamr-icf and for hamr-cb with "
@@ -219,12 +220,15 @@ class TrainConfig:
             raise ConfigError(f"--class-prior-draw splits hamr-la's class prior between the draw "
                               f"and the logits; method {c.method} has no such split (use "
                               f"--method hamr-la, or hamr-cb for a prior in the draw only)")
-        if c.hardness_signal is None:    # chosen on dev: docs/hardness.md
-            # hamr-la's draw follows the loss, and the correction keeps that draw from
-            # shifting the objective (uncorrected it cost dev)
-            c.hardness_signal = "loss" if split else "weight"
+        # chosen on dev per regime: docs/hardness.md. hamr-la's draw follows the loss, and the
+        # correction keeps that draw from shifting the objective (uncorrected it cost dev);
+        # hamr-icf's, when the encoder trains, follows the loss half corrected (its weight
+        # hardness left that draw uniform)
+        icf_ft = m.class_weights and m.resample and not c.freeze_encoder
+        if c.hardness_signal is None:
+            c.hardness_signal = "loss" if split or icf_ft else "weight"
         if c.draw_correction is None:
-            c.draw_correction = 1.0 if split else 0.0
+            c.draw_correction = 1.0 if split else 0.5 if icf_ft else 0.0
         if c.preset == "paper":
             if c.learning_rate is None:
                 c.learning_rate = 2e-5 if task == "ner" else 4e-5

@@ -268,9 +268,12 @@ def test_neighbour_actor_boost_matches_in_process(ray_local, tmp_path):
 def test_one_ray_worker_matches_in_process(ray_local, tmp_path, method):
     from hamr_dist.distributed.trainer import train_distributed
     from hamr_dist.train.loop import train
-    # hamr-icf with its fine-tuning default --class-weight-feedback 1 (the encoder stays frozen
-    # here to keep the test fast): each worker rescales the class weights from the meta set
-    kw = {"method": method, "class_weight_feedback": 1.0 if method == "hamr-icf" else None}
+    # hamr-icf with its fine-tuning defaults (the encoder stays frozen here to keep the test
+    # fast): each worker rescales the class weights from the meta set, and its draw follows the
+    # loss with half the importance correction
+    kw = {"method": method}
+    if method == "hamr-icf":
+        kw.update(class_weight_feedback=1.0, hardness_signal="loss", draw_correction=0.5)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)                     # as in the Ray worker
     try:

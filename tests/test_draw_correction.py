@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from hamr_dist.config import TrainConfig
 from hamr_dist.errors import ConfigError
@@ -66,6 +67,23 @@ def test_corrected_run_trains_and_records_the_option(tmp_path):
     assert last["importance_p1"] < last["importance_p50"] < last["importance_p99"]
 
 
+def test_fine_tuning_default_draws_by_the_loss_half_corrected(tmp_path):
+    """The default method when the encoder trains (hamr-icf) on a tiny 2-layer encoder: its
+    draw follows the loss and the run records the correction's weights."""
+    from benchmarks.scale import tiny_encoder
+    model = tiny_encoder(tmp_path)
+    cfg = TrainConfig(model=model, embedder=model, max_seq_length=16, num_train_epochs=2,
+                      max_train_samples=160, max_eval_samples=60, progress=False, mlflow=False,
+                      learning_rate=1e-3, output_dir=str(tmp_path / "out"))
+    res = train(cfg)
+    m, saved = res.metrics, yaml.safe_load((res.output_dir / "config.yaml").read_text())
+    assert m["method"] == "hamr-icf"
+    assert (saved["hardness_signal"], saved["draw_correction"]) == ("loss", 0.5)
+    last = m["history"][-1]
+    assert last["ess_frac"] < 1.0
+    assert last["importance_p1"] < last["importance_p50"] < last["importance_p99"]
+
+
 def test_importance_stats_are_quantiles_relative_to_the_mean():
     from hamr_dist.sampling.importance import importance_stats
     u = np.arange(1, 102, dtype=np.float32)             # mean 51
@@ -80,11 +98,18 @@ def test_correction_must_be_in_unit_interval():
         TrainConfig(method="hamr-la", draw_correction=1.5).resolved("cls")
 
 
-def test_defaults_loss_hardness_and_full_correction_for_hamr_la_only():
+def test_defaults_per_method_and_regime():
     def resolved(method, **kw):
-        c = TrainConfig(method=method, freeze_encoder=True, **kw).resolved("cls")
+        c = TrainConfig(method=method, **{"freeze_encoder": True, **kw}).resolved("cls")
         return c.hardness_signal, c.draw_correction
     assert resolved("hamr-la") == ("loss", 1.0)
     for m in ("hamr", "hamr-cb", "hamr-icf"):
         assert resolved(m) == ("weight", 0.0), m
     assert resolved("hamr-la", hardness_signal="weight", draw_correction=0.5) == ("weight", 0.5)
+    # when the encoder trains, hamr-icf (that regime's default method) draws by the loss, half
+    # corrected; the paper's hamr and hamr-cb keep theirs
+    assert resolved("hamr-icf", freeze_encoder=False) == ("loss", 0.5)
+    assert TrainConfig(freeze_encoder=False).method == "hamr-icf"
+    for m in ("hamr", "hamr-cb"):
+        assert resolved(m, freeze_encoder=False) == ("weight", 0.0), m
+    assert resolved("hamr-icf", freeze_encoder=False, draw_correction=0) == ("loss", 0.0)
