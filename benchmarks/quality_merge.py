@@ -15,6 +15,7 @@ the account of its rows that its md shows), so that one command rebuilds it.
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import tomllib
 from pathlib import Path
@@ -112,12 +113,13 @@ def write(doc: dict, out_dir: Path, with_json: bool = True) -> None:
     if with_json:
         write_all(doc, out_dir, session, Stopwatch(), indent=None)   # compact: tables grow large
         return
+    out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:     # md and png only: the JSON stays the files'
         write_all(doc, Path(tmp), session, Stopwatch(), indent=None)
         for ext in ("md", "png"):
             src = Path(tmp) / f"{doc['name']}.{ext}"
             if src.exists():
-                src.replace(out_dir / src.name)
+                shutil.copyfile(src, out_dir / src.name)   # another file system, maybe
 
 
 def main(argv=None):

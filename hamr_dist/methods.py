@@ -60,7 +60,6 @@ class Method:
         la, hamr-la)."""
         return self.class_weights or self.class_prior or self.logit_adjust
 
-
     def reads(self, option: str) -> bool:
         """Whether this method's training reads ``option`` (a TrainConfig field); an option not
         listed in ``_READ_IF`` is read by every method. Lets a report leave out options that
@@ -85,7 +84,8 @@ _READ_IF = {
                      "meta_fuse", "meta_loss", "weight_norm"), _meta),
     "class_prior_power": lambda m: m.has_class_prior,
     "class_prior_reference": lambda m: m.has_class_prior,
-    "class_prior_beta": lambda m: m.resample and (m.class_prior or m.logit_adjust),   # the draw's
+    # effective-number counts of the draw's class prior (hamr-cb, hamr-la)
+    "class_prior_beta": lambda m: m.resample and (m.class_prior or m.logit_adjust),
     "class_prior_draw": lambda m: m.logit_adjust and m.resample,
     "logit_adjust_tau": lambda m: m.logit_adjust,
     "class_weight_feedback": lambda m: m.class_weights,
