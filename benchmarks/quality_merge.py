@@ -81,6 +81,11 @@ def merge(docs: list[dict], name: str) -> dict:
             "merged_from": [d["name"] for d in docs]}
 
 
+def combine(docs: list[dict], name: str, names: dict, methods=None, datasets=None) -> dict:
+    """``docs`` renamed, filtered and merged: one step of a recipe or of the command line."""
+    return merge([keep(rename(d, names), methods, datasets) for d in docs], name)
+
+
 def load_recipes(path: Path = RECIPES) -> dict:
     with open(path, "rb") as f:
         recipes = tomllib.load(f)
@@ -101,8 +106,7 @@ def build(name: str, recipes: dict) -> dict:
     names = r.get("rename", {})
     docs = [build(f, recipes) if f in recipes else read_json(RESULTS / f"{f}.json")
             for f in r["files"]]
-    docs = [keep(rename(d, names), r.get("methods"), r.get("datasets")) for d in docs]
-    doc = merge(docs, name)
+    doc = combine(docs, name, names, r.get("methods"), r.get("datasets"))
     if r.get("about"):
         doc["about"] = " ".join(r["about"].split())
     return doc
@@ -148,9 +152,8 @@ def main(argv=None):
     else:
         if not a.files or not a.name:
             p.error("give the result files and --name (or --recipe NAME)")
-        names = dict(x.split("=", 1) for x in a.rename)
-        docs = [keep(rename(read_json(f), names), a.methods, a.datasets) for f in a.files]
-        doc = merge(docs, a.name)
+        doc = combine([read_json(f) for f in a.files], a.name,
+                      dict(x.split("=", 1) for x in a.rename), a.methods, a.datasets)
         write(doc, a.out_dir)
     print(f"{len(doc['runs'])} runs -> {a.out_dir / doc['name']}.md")
 

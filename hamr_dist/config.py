@@ -224,7 +224,8 @@ class TrainConfig:
         # correction keeps that draw from shifting the objective (uncorrected it cost dev);
         # hamr-icf's, when the encoder trains, follows the loss half corrected (its weight
         # hardness left that draw uniform)
-        icf_ft = m.class_weights and m.resample and not c.freeze_encoder
+        # hamr-icf while the encoder trains: its feedback and its draw differ in that regime
+        icf_ft = m.class_weights and m.meta is not None and not c.freeze_encoder
         if c.hardness_signal is None:
             c.hardness_signal = "loss" if split or icf_ft else "weight"
         if c.draw_correction is None:
@@ -258,8 +259,7 @@ class TrainConfig:
             c.class_prior_power = 0.5 if ours else 1.0
         if c.class_weight_feedback is None:   # chosen on dev per regime: docs/hardness.md
             # hamr-icf when the encoder trains; the icf baseline stays as its authors define it
-            icf_meta = m.class_weights and m.meta is not None
-            c.class_weight_feedback = 1.0 if icf_meta and not c.freeze_encoder else 0.0
+            c.class_weight_feedback = 1.0 if icf_ft else 0.0
         if c.meta_update_lr is None:
             c.meta_update_lr = c.learning_rate if c.freeze_encoder else 2e-4
         if c.meta_batch_size is None:
