@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .sampling.groups import at_strength
+
 IGNORE = -100
 
 
@@ -145,12 +147,12 @@ def logit_offsets(weights: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
 
 
 def class_weights_at(weights: torch.Tensor | None, share: float) -> torch.Tensor | None:
-    """Class weights at ``share`` of their strength: ``share * w + (1 - share)``. ICF's
-    weights average 1 over the training positions, so the mix does too and the loss keeps its
-    scale while the prior ramps in (``--class-prior-warmup-ratio``)."""
+    """Class weights at ``share`` of their strength (:func:`at_strength`). ICF's weights average
+    1 over the training positions, so the mix does too and the loss keeps its scale while the
+    prior ramps in (``--class-prior-warmup-ratio``)."""
     if weights is None or share >= 1:
         return weights
-    return share * weights + (1 - share)
+    return at_strength(weights, share)
 
 
 def entity_groups(label_names) -> list[int]:

@@ -106,3 +106,10 @@ def tempered_weights(n, power: float, reference=None) -> np.ndarray:
     ref = n_safe if reference is None else np.maximum(np.asarray(reference, np.float64), 1.0)
     w = (ref / ref[present].sum()) ** (1.0 - float(power)) / (n_safe / n_safe[present].sum())
     return np.where(present, w, 0.0)
+
+
+def at_strength(prior, share: float):
+    """A class prior of mean 1 (a sampling prior, class weights) at ``share`` of its strength,
+    for ``--class-prior-warmup-ratio``: ``share * prior + (1 - share)``, still of mean 1.
+    Works on numpy arrays and torch tensors alike."""
+    return share * prior + (1.0 - share)

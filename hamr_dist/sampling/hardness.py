@@ -10,6 +10,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from .groups import at_strength
+
 __all__ = ["HardnessStore", "InMemoryHardness", "UPDATE_RULES", "ema_update", "epoch_size",
            "shard_for_rank", "sampling_entropy"]
 
@@ -171,15 +173,14 @@ class InMemoryHardness:
         return None if self._prior is None else self._prior.copy()
 
     def _prior_at(self, share: float) -> np.ndarray | None:
-        """The sampling prior at ``share`` of its strength (``--class-prior-warmup-ratio``):
-        ``share * prior + (1 - share)``, still of mean 1."""
+        """The sampling prior at ``share`` of its strength (``--class-prior-warmup-ratio``)."""
         if self._prior is None or share <= 0:
             return None
         if share >= 1:
             return self._prior
         # an epoch's draw, probabilities and stats share one share: mix once, not per call
         if self._mixed is None or self._mixed[0] != share:
-            self._mixed = (share, share * self._prior + (1.0 - share))
+            self._mixed = (share, at_strength(self._prior, share))
         return self._mixed[1]
 
     def stats(self, tau: float, lam: float, prior: float = 1.0) -> dict:
