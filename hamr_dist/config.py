@@ -132,7 +132,8 @@ class TrainConfig:
     probe_size: int = opt(512, "training samples on which the Spearman correlation of hardness "
                           "with the current loss is measured each epoch (0: off)")
     early_stopping_patience: int | None = opt(None, "stop when dev macro-F1 has not improved for "
-                                              "this many epochs (default: train every epoch)")
+                                              "this many epochs (default: train every epoch; with HAMR use 4 or more, "
+                                              "its dev pauses on the way up: docs/hardness.md)")
     load_best_model_at_end: bool = opt(True, "keep the epoch with the best dev macro-F1 (else the last epoch)")
     preset: str | None = opt(None, "a named recipe whose options apply unless given explicitly: "
                              "paper = the authors' setting (batch 8, 8 epochs, lr 4e-5 CLS / 2e-5 "
