@@ -132,8 +132,9 @@ class TrainConfig:
     probe_size: int = opt(512, "training samples on which the Spearman correlation of hardness "
                           "with the current loss is measured each epoch (0: off)")
     early_stopping_patience: int | None = opt(None, "stop when dev macro-F1 has not improved for "
-                                              "this many epochs (default: train every epoch; with HAMR use 4 or more, "
-                                              "its dev pauses on the way up: docs/hardness.md)")
+                                              "this many epochs (default: train every epoch; "
+                                              "with HAMR use 4 or more, its dev pauses on the "
+                                              "way up: docs/hardness.md)")
     load_best_model_at_end: bool = opt(True, "keep the epoch with the best dev macro-F1 (else the last epoch)")
     preset: str | None = opt(None, "a named recipe whose options apply unless given explicitly: "
                              "paper = the authors' setting (batch 8, 8 epochs, lr 4e-5 CLS / 2e-5 "
@@ -224,8 +225,7 @@ class TrainConfig:
         # chosen on dev per regime: docs/hardness.md. hamr-la's draw follows the loss, and the
         # correction keeps that draw from shifting the objective (uncorrected it cost dev);
         # hamr-icf's, when the encoder trains, follows the loss half corrected (its weight
-        # hardness left that draw uniform)
-        # hamr-icf while the encoder trains: its feedback and its draw differ in that regime
+        # hardness left that draw uniform); its class-weight feedback (below) is on then too
         icf_ft = m.class_weights and m.meta is not None and not c.freeze_encoder
         if c.hardness_signal is None:
             c.hardness_signal = "loss" if split or icf_ft else "weight"
